@@ -1,0 +1,3 @@
+from chatsec.cli.main import main
+
+main()

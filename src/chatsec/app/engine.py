@@ -1,0 +1,56 @@
+"""A SQLAlchemy engine for the application login, verified TLS by default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from chatsec.db.connect import require_verified_tls
+from chatsec.db.url import resolve_url
+
+APP_URL_ENV = "CHATSEC_APP_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Pool defaults from the design: at most 20 connections, 30 s idle, 2 s to connect."""
+
+    max_connections: int = 20
+    idle_seconds: int = 30
+    connect_timeout_seconds: int = 2
+    checkout_timeout_seconds: float = 30.0
+
+
+def create_app_engine(
+    url: str | None = None,
+    *,
+    pool: PoolSettings | None = None,
+    allow_insecure: bool = False,
+    **engine_kwargs: object,
+) -> sa.Engine:
+    """An engine for a login that is a member of app_user.
+
+    Refuses any sslmode below verify-full unless `allow_insecure` is set (or
+    CHATSEC_ALLOW_INSECURE_TLS=1). Connections use search_path `chat`, so the
+    application writes `messages`, not `chat.messages`.
+    """
+    parsed = resolve_url(url, APP_URL_ENV)
+    require_verified_tls(parsed, allow_insecure)
+    settings = pool or PoolSettings()
+    return sa.create_engine(
+        parsed.sqlalchemy,
+        pool_size=settings.max_connections,
+        max_overflow=0,
+        pool_timeout=settings.checkout_timeout_seconds,
+        # SQLAlchemy has no idle timeout; recycling after the idle period has the
+        # same effect for a pool that is checked out at least that often.
+        pool_recycle=settings.idle_seconds,
+        pool_pre_ping=True,
+        connect_args={
+            "connect_timeout": settings.connect_timeout_seconds,
+            "options": "-c search_path=chat",
+            "application_name": "chatsec-app",
+        },
+        **engine_kwargs,  # type: ignore[arg-type]
+    )

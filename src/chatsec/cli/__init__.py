@@ -1,0 +1,1 @@
+"""The `chatsec` command line: thin click commands over chatsec's importable modules."""

@@ -1,0 +1,64 @@
+"""`chatsec sandbox start|stop|status|env`: a throwaway TLS-only PostgreSQL cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from chatsec.sandbox import Sandbox
+
+DEFAULT_DIR = Path(".chatsec/sandbox")
+
+_dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
+    show_default=True, help="Where the cluster, its certificates and its passwords live.",
+)
+
+
+@click.group()
+def sandbox() -> None:
+    """Run a local PostgreSQL cluster for chatsec: TLS only, SCRAM passwords, random secrets."""
+
+
+@sandbox.command()
+@_dir_option
+@click.option("--archive", is_flag=True, help="Turn on WAL archiving into DIR/archive.")
+def start(directory: Path, archive: bool) -> None:
+    """Start the sandbox (create it on first use); harmless when it is already running."""
+    box = Sandbox(directory)
+    box.start(archive=archive)
+    state = box.status()
+    click.echo(f"sandbox running at {state.directory} (127.0.0.1:{state.port}, pid {state.pid})")
+    click.echo(f'connect with: eval "$(chatsec sandbox env --dir {state.directory})"')
+
+
+@sandbox.command()
+@_dir_option
+def stop(directory: Path) -> None:
+    """Stop the sandbox's server; no process is left behind."""
+    Sandbox(directory).stop()
+    click.echo(f"sandbox at {directory.resolve()} stopped")
+
+
+@sandbox.command()
+@_dir_option
+def status(directory: Path) -> None:
+    """Show whether the sandbox runs, its port and pid. Exit 1 when it is not running."""
+    state = Sandbox(directory).status()
+    if state.running:
+        click.echo(f"running: 127.0.0.1:{state.port}, pid {state.pid}, dir {state.directory}"
+                   + (", WAL archiving on" if state.archive else ""))
+    else:
+        click.echo(f"not running (dir {state.directory})")
+        raise SystemExit(1)
+
+
+@sandbox.command()
+@_dir_option
+def env(directory: Path) -> None:
+    """Print `export` lines for the sandbox's URLs: eval "$(chatsec sandbox env)"."""
+    click.echo(Sandbox(directory).env_lines())
+
+
+COMMANDS = [sandbox]

@@ -1,0 +1,51 @@
+"""The demo: sandbox, deploy, a small sample chat loaded through the application's own path."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from chatsec.app import create_app_engine, user_transaction
+from chatsec.app.chat import add_participant, create_thread, post_message, register_user
+from chatsec.db.url import DatabaseURL
+from chatsec.migrate import runner
+from chatsec.sandbox import Sandbox
+
+SAMPLE_USERS = ("alice", "bob", "carol")
+
+
+def run_demo(directory: Path, say: Callable[[str], None]) -> None:
+    box = Sandbox(directory)
+    box.start()
+    urls = box.urls()
+    say(f"1. sandbox running at {box.status().directory} (TLS only, verify-full)")
+    migrator = DatabaseURL.parse(urls["migrator"])
+    runner.deploy(migrator)
+    state = runner.status(migrator)
+    say(f"2. deployed the chat schema and policies: revision {', '.join(state.current)}")
+    engine = create_app_engine(urls["app"])
+    try:
+        ids = {name: uuid.uuid4() for name in SAMPLE_USERS}
+        for name, uid in ids.items():
+            with user_transaction(engine, uid) as conn:
+                register_user(conn, uid, f"{name}-{uid.hex[:6]}@example.com", f"{name}_{uid.hex[:6]}")
+        with user_transaction(engine, ids["alice"]) as conn:
+            thread = create_thread(conn, "alice and bob")
+            add_participant(conn, thread, ids["bob"])
+            first = post_message(conn, thread, "Hello Bob, this thread is private.")
+        with user_transaction(engine, ids["bob"]) as conn:
+            post_message(conn, thread, "Hi Alice! Carol cannot see this.", parent_id=first)
+        say("3. loaded a sample chat as the application login: 3 users, 1 thread, 2 messages")
+        count = sa.text("SELECT count(*) FROM chat.messages WHERE thread_id = :t")
+        for name, uid in ids.items():
+            with user_transaction(engine, uid) as conn:
+                seen = conn.execute(count, {"t": thread}).scalar_one()
+            say(f"   {name} sees {seen} message(s) of the thread")
+    finally:
+        engine.dispose()
+    say("4. connect with:")
+    say(f'   eval "$(chatsec sandbox env --dir {box.status().directory})"')
+    say('   psql "$CHATSEC_APP_DATABASE_URL"')

@@ -1,0 +1,1 @@
+"""Alembic wiring: where the revisions live and how chatsec runs them."""

@@ -1,0 +1,1 @@
+"""Declared security state (policies/), the live state read from the catalog, and their difference."""

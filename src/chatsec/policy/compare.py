@@ -1,0 +1,292 @@
+"""The difference between the declared and the live security state, as changes with their SQL.
+
+Every change carries the SQL that would bring the database to the declaration (`up`)
+and the SQL that restores what is there now (`down`): `chatsec plan` prints them,
+`chatsec revision` writes them into a new, self-contained revision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psycopg
+
+from chatsec.policy import render
+from chatsec.policy.catalog import read_live_state
+from chatsec.policy.model import (
+    FunctionSpec,
+    Grants,
+    PolicySpec,
+    SecurityState,
+    TableGrant,
+)
+from chatsec.policy.normalize import normalize_policies
+
+Action = Literal["missing", "extra", "changed"]
+Conn = psycopg.Connection[tuple[object, ...]]
+# Statements that need the migrator's own rights (CREATEROLE), not the owner's.
+ROLE_KINDS = {"role", "membership"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference: what kind of object, which, how it differs, and the SQL both ways."""
+
+    kind: str  # role, membership, schema-grant, table-grant, sequence-grant, function,
+    # function-grant, default-privilege, rls, policy
+    object: str
+    action: Action
+    detail: str
+    up: list[str] = field(default_factory=list)
+    down: list[str] = field(default_factory=list)
+
+
+def diff_live(conn: Conn, declared: SecurityState) -> list[Change]:
+    """Compare inside a transaction that is always rolled back (normalization creates temp objects)."""
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL search_path = pg_catalog")
+        live = read_live_state(conn, declared)
+        # Policies may call declared functions that do not exist yet (before the
+        # revision that creates them): create those inside this rolled-back transaction.
+        for ident, fn in declared.functions.items():
+            if ident not in live.functions:
+                with conn.transaction():
+                    conn.execute(render.create_function(fn).encode())
+        normalized = normalize_policies(conn, declared)
+    return compare(declared, live, normalized)
+
+
+def compare(
+    declared: SecurityState, live: SecurityState, normalized: dict[str, dict[str, PolicySpec]]
+) -> list[Change]:
+    changes: list[Change] = []
+    changes += _roles(declared, live)
+    changes += _schemas(declared, live)
+    changes += _functions(declared, live)
+    changes += _default_privileges(declared, live)
+    changes += _tables(declared, live, normalized)
+    changes += _sequences(live)
+    return changes
+
+
+def _roles(declared: SecurityState, live: SecurityState) -> list[Change]:
+    out = []
+    for name, role in sorted(declared.roles.items()):
+        current = live.roles.get(name)
+        if current is None:
+            out.append(Change("role", name, "missing", "role does not exist",
+                              [render.create_role(role)], []))
+            members_now: frozenset[str] = frozenset()
+        else:
+            changed = {k for k, v in role.attributes.items() if current.attributes.get(k) != v}
+            if changed:
+                detail = ", ".join(
+                    f"{k}: {current.attributes[k]} -> {role.attributes[k]}" for k in sorted(changed)
+                )
+                out.append(Change("role", name, "changed", detail,
+                                  [render.alter_role(name, role.attributes, changed)],
+                                  [render.alter_role(name, current.attributes, changed)]))
+            members_now = current.member_of
+        for group in sorted(role.member_of - members_now):
+            out.append(Change("membership", f"{name} in {group}", "missing",
+                              f"{name} is not a member of {group}",
+                              [f"GRANT {render.ident(group)} TO {render.ident(name)}"],
+                              [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"]))
+        for group in sorted(members_now - role.member_of):
+            out.append(Change("membership", f"{name} in {group}", "extra",
+                              f"{name} is a member of {group}, which is not declared",
+                              [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"],
+                              [f"GRANT {render.ident(group)} TO {render.ident(name)}"]))
+    return out
+
+
+def _grant_diff(kind: str, obj: str, on: str, want: Grants, have: Grants) -> list[Change]:
+    out = []
+    for grantee in sorted(set(want) | set(have)):
+        w, h = want.get(grantee, frozenset()), have.get(grantee, frozenset())
+        if w - h:
+            out.append(Change(kind, f"{obj} to {grantee}", "missing",
+                              f"{', '.join(sorted(w - h))} not granted to {grantee}",
+                              [render.grant_privileges(w - h, on, grantee)],
+                              [render.grant_privileges(w - h, on, grantee, revoke=True)]))
+        if h - w:
+            out.append(Change(kind, f"{obj} to {grantee}", "extra",
+                              f"{', '.join(sorted(h - w))} granted to {grantee}, not declared",
+                              [render.grant_privileges(h - w, on, grantee, revoke=True)],
+                              [render.grant_privileges(h - w, on, grantee)]))
+    return out
+
+
+def _schemas(declared: SecurityState, live: SecurityState) -> list[Change]:
+    out = []
+    for name, schema in sorted(declared.schemas.items()):
+        current = live.schemas.get(name)
+        if current is None:
+            out.append(Change("schema", name, "missing", "schema does not exist (deploy first)"))
+            continue
+        if current.owner != schema.owner:
+            out.append(Change("schema", name, "changed", f"owner {current.owner}, declared {schema.owner}",
+                              [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(schema.owner)}"],
+                              [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(current.owner)}"]))
+        out += _grant_diff("schema-grant", name, f"SCHEMA {render.ident(name)}",
+                           schema.grants, current.grants)
+    return out
+
+
+def _body(text: str) -> str:
+    return "\n".join(line.strip() for line in text.strip().splitlines())
+
+
+def _function_differences(want: FunctionSpec, have: FunctionSpec) -> list[str]:
+    diffs = []
+    if want.returns.lower() != have.returns.lower():
+        diffs.append(f"returns {have.returns}, declared {want.returns}")
+    if want.language != have.language:
+        diffs.append(f"language {have.language}, declared {want.language}")
+    if want.volatility != have.volatility:
+        diffs.append(f"{have.volatility}, declared {want.volatility}")
+    if want.security_definer != have.security_definer:
+        diffs.append("SECURITY DEFINER" if have.security_definer else "SECURITY INVOKER")
+    if want.search_path != have.search_path:
+        diffs.append(f"search_path {have.search_path!r}, declared {want.search_path!r}")
+    if _body(want.body) != _body(have.body):
+        diffs.append("body differs")
+    return diffs
+
+
+def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
+    out = []
+    # Declaration order: a SQL function's body may call one declared before it.
+    for ident, fn in declared.functions.items():
+        current = live.functions.get(ident)
+        if current is None:
+            up = [render.create_function(fn)]
+            up += [render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC",
+                                           revoke=True)]
+            up += [render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", g)
+                   for g in sorted(fn.execute)]
+            out.append(Change("function", ident, "missing", "function does not exist",
+                              up, [render.drop_function(fn)]))
+            continue
+        diffs = _function_differences(fn, current)
+        if diffs:
+            out.append(Change("function", ident, "changed", "; ".join(diffs),
+                              [render.create_function(fn, replace=True)],
+                              [current.definition or ""]))
+        want = {g: frozenset({"EXECUTE"}) for g in fn.execute}
+        have = {g: frozenset({"EXECUTE"}) for g in current.execute}
+        out += _grant_diff("function-grant", ident, f"FUNCTION {ident}", want, have)
+    for ident, current in sorted(live.functions.items()):
+        if ident not in declared.functions:
+            out.append(Change("function", ident, "extra", "function is not declared in policies/",
+                              [f"DROP FUNCTION {ident}"], [current.definition or ""]))
+    return out
+
+
+def _default_privileges(declared: SecurityState, live: SecurityState) -> list[Change]:
+    out = []
+    for (owner, object_type), want in sorted(declared.default_privileges.items()):
+        have = live.default_privileges.get((owner, object_type), {})
+        for change in _grant_diff("default-privilege", f"{object_type} of {owner}",
+                                  object_type.upper(), want, have):
+            def wrap(stmts: list[str]) -> list[str]:
+                return [f"ALTER DEFAULT PRIVILEGES FOR ROLE {render.ident(owner)} {s}" for s in stmts]
+            out.append(Change(change.kind, change.object, change.action, change.detail,
+                              wrap(change.up), wrap(change.down)))
+    return out
+
+
+def _table_grant_changes(table: str, want: dict[str, TableGrant], have: dict[str, TableGrant]) -> list[Change]:
+    out = []
+    for grantee in sorted(set(want) | set(have)):
+        w, h = want.get(grantee, TableGrant()), have.get(grantee, TableGrant())
+        add = TableGrant(w.table - h.table, {
+            p: cols - h.columns.get(p, frozenset()) for p, cols in w.columns.items()
+        })
+        remove = TableGrant(h.table - w.table, {
+            p: cols - w.columns.get(p, frozenset()) for p, cols in h.columns.items()
+        })
+        for grant, action, verb in ((add, "missing", "not granted"), (remove, "extra", "granted, not declared")):
+            if grant.is_empty():
+                continue
+            parts = sorted(grant.table) + [
+                f"{p}({', '.join(sorted(c))})" for p, c in sorted(grant.columns.items()) if c
+            ]
+            up = render.table_grant_statements(table, grantee, grant, revoke=(action == "extra"))
+            down = render.table_grant_statements(table, grantee, grant, revoke=(action == "missing"))
+            out.append(Change("table-grant", f"{table} to {grantee}", action,  # type: ignore[arg-type]
+                              f"{', '.join(parts)} {verb} to {grantee}", up, down))
+    return out
+
+
+def _policy_fields(want: PolicySpec, have: PolicySpec) -> list[str]:
+    diffs = []
+    if want.command != have.command:
+        diffs.append(f"FOR {have.command}, declared {want.command}")
+    if want.permissive != have.permissive:
+        diffs.append("RESTRICTIVE" if want.permissive else "PERMISSIVE")
+    if want.roles != have.roles:
+        diffs.append(f"TO {', '.join(sorted(have.roles))}, declared {', '.join(sorted(want.roles))}")
+    if want.using != have.using:
+        diffs.append(f"USING {have.using}, declared {want.using}")
+    if want.with_check != have.with_check:
+        diffs.append(f"WITH CHECK {have.with_check}, declared {want.with_check}")
+    return diffs
+
+
+def _tables(declared: SecurityState, live: SecurityState,
+            normalized: dict[str, dict[str, PolicySpec]]) -> list[Change]:
+    out = []
+    for name, table in sorted(declared.tables.items()):
+        current = live.tables.get(name)
+        if current is None:
+            out.append(Change("table", name, "missing", "table does not exist (deploy first)"))
+            continue
+        if table.rls_enabled != current.rls_enabled:
+            out.append(Change("rls", name, "changed",
+                              f"row level security {'disabled' if table.rls_enabled else 'enabled'}, "
+                              f"declared {'enabled' if table.rls_enabled else 'disabled'}",
+                              [render.rls_statement(name, enabled=table.rls_enabled)],
+                              [render.rls_statement(name, enabled=current.rls_enabled)]))
+        if table.rls_forced != current.rls_forced:
+            out.append(Change("rls", name, "changed",
+                              f"row level security {'not forced' if table.rls_forced else 'forced'}, "
+                              f"declared {'forced' if table.rls_forced else 'not forced'}",
+                              [render.rls_statement(name, forced=table.rls_forced)],
+                              [render.rls_statement(name, forced=current.rls_forced)]))
+        out += _table_grant_changes(name, table.grants, current.grants)
+        want_policies = normalized.get(name, {})
+        for pname, want in sorted(want_policies.items()):
+            have = current.policies.get(pname)
+            if have is None:
+                out.append(Change("policy", f"{pname} on {name}", "missing", "policy does not exist",
+                                  [render.create_policy(table.policies[pname])],
+                                  [render.drop_policy(want)]))
+                continue
+            diffs = _policy_fields(want, have)
+            if diffs:
+                out.append(Change("policy", f"{pname} on {name}", "changed", "; ".join(diffs),
+                                  [render.drop_policy(have), render.create_policy(table.policies[pname])],
+                                  [render.drop_policy(want), render.create_policy(have)]))
+        for pname, have in sorted(current.policies.items()):
+            if pname not in want_policies:
+                out.append(Change("policy", f"{pname} on {name}", "extra",
+                                  f"policy is not declared in policies/ "
+                                  f"({'PERMISSIVE' if have.permissive else 'RESTRICTIVE'} FOR {have.command} "
+                                  f"TO {', '.join(sorted(have.roles))} USING {have.using} "
+                                  f"WITH CHECK {have.with_check})",
+                                  [render.drop_policy(have)], [render.create_policy(have)]))
+    for name, current in sorted(live.tables.items()):
+        if name not in declared.tables:
+            out.append(Change("table", name, "extra", "table is not declared in policies/ "
+                              f"(RLS {'on' if current.rls_enabled else 'off'})"))
+    return out
+
+
+def _sequences(live: SecurityState) -> list[Change]:
+    # No sequence is declared: any grant on one is extra.
+    out = []
+    for name, grants in sorted(live.sequences.items()):
+        out += _grant_diff("sequence-grant", name, f"SEQUENCE {render.ident(name)}", {}, grants)
+    return out

@@ -1,0 +1,90 @@
+"""The security state as data: the same shapes for what policies/ declares and what the catalog holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PUBLIC = "PUBLIC"
+ROLE_ATTRIBUTES = ("login", "superuser", "createdb", "createrole", "bypassrls", "replication", "inherit")
+COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+# object type -> (pg_default_acl.defaclobjtype, acldefault() code)
+DEFAULT_ACL_TYPES = {"tables": ("r", "r"), "sequences": ("S", "s"), "functions": ("f", "f")}
+
+# role name -> privileges; PUBLIC is spelled "PUBLIC".
+Grants = dict[str, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    name: str
+    attributes: dict[str, bool]
+    member_of: frozenset[str]
+
+
+@dataclass(frozen=True)
+class TableGrant:
+    """One grantee's privileges on one table: whole-table, and per column."""
+
+    table: frozenset[str] = frozenset()
+    columns: dict[str, frozenset[str]] = field(default_factory=dict)  # privilege -> columns
+
+    def is_empty(self) -> bool:
+        return not self.table and not any(self.columns.values())
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    table: str
+    command: str
+    roles: frozenset[str]
+    permissive: bool
+    using: str | None
+    with_check: str | None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str  # schema-qualified
+    rls_enabled: bool
+    rls_forced: bool
+    grants: dict[str, TableGrant]
+    policies: dict[str, PolicySpec]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    key: str  # short name used in messages
+    signature: str  # schema.name(arg type, ...) as written in policies/
+    identity: str  # regprocedure text as PostgreSQL prints it, e.g. chat.my_role_in(uuid)
+    returns: str
+    language: str
+    volatility: str
+    security_definer: bool
+    search_path: str | None
+    body: str
+    execute: frozenset[str]
+    # For live functions: pg_get_functiondef(), to restore the exact old definition.
+    definition: str | None = None
+
+
+@dataclass(frozen=True)
+class SchemaSpec:
+    name: str
+    owner: str
+    grants: Grants
+
+
+@dataclass
+class SecurityState:
+    """Everything chatsec compares: roles, schemas, tables (RLS, grants, policies), functions."""
+
+    roles: dict[str, RoleSpec] = field(default_factory=dict)
+    schemas: dict[str, SchemaSpec] = field(default_factory=dict)
+    tables: dict[str, TableSpec] = field(default_factory=dict)
+    functions: dict[str, FunctionSpec] = field(default_factory=dict)  # by identity
+    # (owner role, object type) -> grants to others than the owner
+    default_privileges: dict[tuple[str, str], Grants] = field(default_factory=dict)
+    sequences: dict[str, Grants] = field(default_factory=dict)

@@ -1,0 +1,652 @@
+"""A throwaway local PostgreSQL cluster reachable only over verified TLS with SCRAM passwords."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from chatsec.db.connect import connect
+from chatsec.db.url import DatabaseURL
+from chatsec.errors import ChatsecError
+from chatsec.sandbox.binaries import find_bindir
+from chatsec.tls.certs import make_ca, make_server_cert
+
+HOST = "127.0.0.1"
+DEFAULT_DATABASE = "chat"
+SERVER_OS_USER = "postgres"
+# Short names (as in urls()) for the login roles the sandbox creates.
+LOGINS = {
+    "admin": "chatsec_admin",
+    "migrator": "chatsec_migrator",
+    "app": "chatsec_app",
+    "auditor": "chatsec_auditor",
+}
+ENV_VARS = {
+    "migrator": "CHATSEC_DATABASE_URL",
+    "app": "CHATSEC_APP_DATABASE_URL",
+    "auditor": "CHATSEC_AUDIT_DATABASE_URL",
+    "admin": "CHATSEC_ADMIN_DATABASE_URL",
+}
+GROUP_ROLES = ("app_user", "chat_auditor")
+_GROUP_ATTRS = "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+# login role -> (attributes, group role it belongs to)
+_LOGIN_ROLES: dict[str, tuple[str, str | None]] = {
+    "chatsec_migrator": ("LOGIN CREATEROLE", None),
+    "chatsec_app": ("LOGIN", "app_user"),
+    "chatsec_auditor": ("LOGIN", "chat_auditor"),
+}
+PG_HBA = """\
+# Managed by chatsec sandbox: SCRAM everywhere, TCP only over TLS, never trust.
+local     all all                scram-sha-256
+hostssl   all all 127.0.0.1/32   scram-sha-256
+hostssl   all all ::1/128        scram-sha-256
+hostnossl all all 0.0.0.0/0      reject
+hostnossl all all ::/0           reject
+"""
+_INCLUDE_LINE = "include_if_exists = 'chatsec.conf'"
+# sockaddr_un.sun_path holds 108 bytes including the trailing NUL.
+_MAX_SOCKET_PATH = 107
+_PG_CTL_TIMEOUT_S = 60
+_EXIT_WAIT_S = 15.0
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """What `Sandbox.status()` reports."""
+
+    running: bool
+    pid: int | None
+    port: int | None
+    directory: Path
+    archive: bool
+
+
+@dataclass
+class _State:
+    """secrets.json: the login passwords and settings that must survive restarts."""
+
+    port: int
+    archive: bool = False
+    bootstrapped: bool = False
+    passwords: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: Any, path: Path) -> _State:
+        try:
+            passwords = {str(k): str(v) for k, v in dict(raw["passwords"]).items()}
+            return cls(int(raw["port"]), bool(raw["archive"]), bool(raw["bootstrapped"]), passwords)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChatsecError(f"corrupt sandbox state file {path}: {exc!r}") from None
+
+
+def _conf_str(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Postgres also binds with SO_REUSEADDR, so only a live listener counts as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _one_line(text: str, last: int = 5) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " | ".join(lines[-last:])
+
+
+class Sandbox:
+    """A PostgreSQL cluster in `directory`: data/, tls/, run/, log/, archive/, secrets.json."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory).expanduser().resolve()
+        self._bindir: Path | None = None
+
+    # -- layout -----------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.directory / "tls"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "log" / "postgres.log"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.directory / "archive"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.directory / "secrets.json"
+
+    @property
+    def ca_cert_path(self) -> Path:
+        return self.tls_dir / "ca.crt"
+
+    @property
+    def bindir(self) -> Path:
+        if self._bindir is None:
+            self._bindir = find_bindir()
+        return self._bindir
+
+    @property
+    def port(self) -> int:
+        return self._require_state().port
+
+    @property
+    def _initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    @property
+    def _as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self, archive: bool = False) -> None:
+        """Create (first time) and start the cluster; a no-op when it already runs.
+
+        archive=True turns on WAL archiving into archive/ and is remembered; archive=False
+        keeps whatever an earlier start chose.
+        """
+        state = self._load_state()
+        if self._running():
+            if state is None:
+                raise ChatsecError(
+                    f"a server runs on {self.data_dir} but {self.secrets_file} is missing: "
+                    f"stop it and remove {self.directory}"
+                )
+            if archive and not state.archive:
+                raise ChatsecError(
+                    f"sandbox at {self.directory} runs without WAL archiving: "
+                    f"stop it first, then start it with archiving"
+                )
+            if not state.bootstrapped:
+                self._bootstrap(state)
+            return
+
+        self._prepare_layout()
+        if state is None:
+            state = _State(
+                port=_free_port(),
+                passwords={role: secrets.token_urlsafe(24) for role in LOGINS.values()},
+            )
+        elif not _port_free(state.port):
+            # Something else took our port while we were stopped: move rather than fail.
+            state.port = _free_port()
+        state.archive = state.archive or archive
+        self._check_socket_path(state.port)
+        self._save_state(state)
+        self._ensure_tls()
+        if not self._initialised:
+            self._initdb(state.passwords[LOGINS["admin"]])
+        self._write_config(state)
+        self._clear_stale_pid()
+        self._pg_ctl_start()
+        if not state.bootstrapped:
+            self._bootstrap(state)
+
+    def stop(self) -> None:
+        """Fast shutdown; returns once no server process for data/ remains."""
+        if not self._running():
+            return
+        res = self._run_server_cmd(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(_PG_CTL_TIMEOUT_S),
+                "stop",
+            ]
+        )
+        if res.returncode != 0 and self._running():
+            raise ChatsecError(
+                f"pg_ctl stop failed for {self.data_dir}: {_one_line(res.stderr + res.stdout)}"
+            )
+        self._wait_for_exit()
+
+    def status(self) -> SandboxStatus:
+        state = self._load_state()
+        running = self._running()
+        return SandboxStatus(
+            running=running,
+            pid=self._postmaster_pid() if running else None,
+            port=state.port if state else None,
+            directory=self.directory,
+            archive=state.archive if state else False,
+        )
+
+    def url_for(self, login: str, database: str = DEFAULT_DATABASE) -> str:
+        """A verify-full libpq URL for `login` ("app" or "chatsec_app", etc.) and `database`."""
+        state = self._require_state()
+        role = LOGINS.get(login, login)
+        if role not in state.passwords:
+            raise ChatsecError(
+                f"unknown sandbox login {login!r} (expected one of {', '.join(LOGINS)})"
+            )
+        query = {"sslmode": "verify-full", "sslrootcert": str(self.ca_cert_path)}
+        url = DatabaseURL(role, state.passwords[role], HOST, state.port, database, query)
+        return url.libpq
+
+    def urls(self) -> dict[str, str]:
+        """migrator/app/auditor/admin -> URL for the `chat` database."""
+        self._require_running()
+        return {name: self.url_for(name) for name in LOGINS}
+
+    def env_lines(self) -> str:
+        """Shell `export` lines for the four URLs, for eval "$(chatsec sandbox env)"."""
+        urls = self.urls()
+        return "".join(
+            f"export {var}={shlex.quote(urls[name])}\n" for name, var in ENV_VARS.items()
+        )
+
+    def admin_connect(self, database: str = DEFAULT_DATABASE) -> psycopg.Connection[Any]:
+        """An autocommit superuser connection over verified TLS."""
+        url = DatabaseURL.parse(self.url_for("admin", database))
+        return connect(url, autocommit=True, application_name="chatsec sandbox")
+
+    def create_database(self, name: str, owner: str = LOGINS["migrator"]) -> str:
+        """Create `name` locked down like `chat`; returns the migrator URL for it."""
+        with self.admin_connect() as conn:
+            self._execute(conn, sql.SQL("CREATE DATABASE {} OWNER {}"), name, owner)
+            self._lock_down_database(conn, name)
+        return self.url_for("migrator", name)
+
+    def drop_database(self, name: str) -> None:
+        with self.admin_connect() as conn:
+            self._execute(conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"), name)
+
+    def server_pids(self) -> list[int]:
+        """Processes of this cluster: every postgres process has data/ as its working directory."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if Path(os.readlink(entry / "cwd")) == self.data_dir:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue  # exited meanwhile, or not ours to inspect
+        return pids
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _load_state(self) -> _State | None:
+        try:
+            raw = json.loads(self.secrets_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ChatsecError(f"cannot read sandbox state {self.secrets_file}: {exc}") from None
+        return _State.from_json(raw, self.secrets_file)
+
+    def _save_state(self, state: _State) -> None:
+        payload = json.dumps(
+            {
+                "port": state.port,
+                "archive": state.archive,
+                "bootstrapped": state.bootstrapped,
+                "passwords": state.passwords,
+            },
+            indent=2,
+        )
+        # Write-then-rename so a crash never leaves half a file; 0600 from creation on.
+        tmp = self.secrets_file.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(payload + "\n")
+        os.replace(tmp, self.secrets_file)
+
+    def _require_state(self) -> _State:
+        state = self._load_state()
+        if state is None or not self._initialised:
+            raise self._not_running_error()
+        return state
+
+    def _require_running(self) -> None:
+        if not self._initialised or not self._running():
+            raise self._not_running_error()
+
+    def _not_running_error(self) -> ChatsecError:
+        where = shlex.quote(str(self.directory))
+        return ChatsecError(
+            f"sandbox at {self.directory} is not running: chatsec sandbox start --dir {where}"
+        )
+
+    # -- processes --------------------------------------------------------------------------
+
+    def _server_user(self) -> pwd.struct_passwd:
+        try:
+            return pwd.getpwnam(SERVER_OS_USER)
+        except KeyError:
+            raise ChatsecError(
+                f"running as root but OS user {SERVER_OS_USER!r} does not exist "
+                f"(PostgreSQL refuses to run as root): apt-get install postgresql"
+            ) from None
+
+    def _chown_server(self, path: Path) -> None:
+        if self._as_root:
+            user = self._server_user()
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _run_server_cmd(
+        self, cmd: Sequence[str], timeout: float = _PG_CTL_TIMEOUT_S + 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a server binary, as `postgres` when we are root (PostgreSQL refuses root)."""
+        # PG* variables (PGDATA, PGPORT, ...) would silently redirect pg_ctl and initdb.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        kwargs: dict[str, Any] = {}
+        if self._as_root:
+            user = self._server_user()
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            env["HOME"] = user.pw_dir
+            env["USER"] = env["LOGNAME"] = user.pw_name
+        try:
+            return subprocess.run(
+                list(cmd),
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=self.directory,
+                timeout=timeout,
+                check=False,
+                **kwargs,
+            )
+        except subprocess.TimeoutExpired:
+            raise ChatsecError(
+                f"{Path(cmd[0]).name} timed out after {timeout:.0f}s; server log: "
+                f"{self._log_tail()}"
+            ) from None
+        except OSError as exc:
+            raise ChatsecError(f"cannot run {cmd[0]}: {exc}") from None
+
+    def _running(self) -> bool:
+        if not self._initialised:
+            return False
+        res = self._run_server_cmd(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "status"]
+        )
+        # 0: running; 3: not running; 4: no usable data directory.
+        return res.returncode == 0
+
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def _wait_for_exit(self) -> None:
+        deadline = time.monotonic() + _EXIT_WAIT_S
+        while pids := self.server_pids():
+            if time.monotonic() > deadline:
+                raise ChatsecError(
+                    f"server processes for {self.data_dir} still alive after "
+                    f"{_EXIT_WAIT_S:.0f}s: pids {' '.join(map(str, pids))}"
+                )
+            time.sleep(0.1)
+
+    def _clear_stale_pid(self) -> None:
+        pidfile = self.data_dir / "postmaster.pid"
+        if not pidfile.exists():
+            return
+        # After a crash (kill -9 of the postmaster) its children exit on their own; they must be
+        # gone first or the new postmaster finds the old shared memory still attached.
+        self._wait_for_exit()
+        pidfile.unlink(missing_ok=True)
+
+    def _log_tail(self) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return _one_line(text) or "(server log empty)"
+
+    # -- first start ------------------------------------------------------------------------
+
+    def _prepare_layout(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._as_root:
+            self._check_ancestors()
+            # postgres must traverse DIR to reach data/, run/, tls/ but not list it.
+            self.directory.chmod(0o711)
+        for sub, server_owned in (
+            (self.data_dir, True),
+            (self.run_dir, True),
+            (self.log_file.parent, True),
+            (self.archive_dir, True),
+            (self.tls_dir, False),
+        ):
+            sub.mkdir(exist_ok=True)
+            if server_owned:
+                sub.chmod(0o700)
+                self._chown_server(sub)
+            else:
+                sub.chmod(0o755)
+
+    def _check_ancestors(self) -> None:
+        for parent in self.directory.parents:
+            if not parent.stat().st_mode & 0o001:
+                raise ChatsecError(
+                    f"{parent} is not searchable by other users, so the {SERVER_OS_USER} server "
+                    f"user cannot reach {self.directory}: use --dir /var/tmp/chatsec "
+                    f"(or chmod o+x {parent})"
+                )
+
+    def _check_socket_path(self, port: int) -> None:
+        socket_path = f"{self.run_dir}/.s.PGSQL.{port}.lock"
+        if len(socket_path.encode()) > _MAX_SOCKET_PATH:
+            raise ChatsecError(
+                f"sandbox directory {self.directory} is too long for a Unix socket path "
+                f"({len(socket_path)} > {_MAX_SOCKET_PATH} bytes): use --dir /var/tmp/chatsec"
+            )
+
+    def _write_file(self, path: Path, data: bytes, mode: int, server_owned: bool) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)  # O_CREAT's mode does not apply to an existing file
+            fh.write(data)
+        if server_owned:
+            self._chown_server(path)
+
+    def _ensure_tls(self) -> None:
+        ca_key = self.tls_dir / "ca.key"
+        server_crt, server_key = self.tls_dir / "server.crt", self.tls_dir / "server.key"
+        if not all(p.is_file() for p in (self.ca_cert_path, ca_key, server_crt, server_key)):
+            ca = make_ca()
+            server = make_server_cert(ca)
+            # The CA key stays with whoever runs chatsec; the server never needs it.
+            self._write_file(ca_key, ca.key, 0o600, server_owned=False)
+            self._write_file(self.ca_cert_path, ca.cert, 0o644, server_owned=False)
+            self._write_file(server_crt, server.cert, 0o644, server_owned=False)
+            self._write_file(server_key, server.key, 0o600, server_owned=True)
+        else:
+            # PostgreSQL refuses a key file readable by others or owned by someone else.
+            server_key.chmod(0o600)
+            self._chown_server(server_key)
+
+    def _initdb(self, admin_password: str) -> None:
+        fd, pwname = tempfile.mkstemp(prefix=".pwfile-", dir=self.directory)
+        pwfile = Path(pwname)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(admin_password + "\n")
+            self._chown_server(pwfile)  # mkstemp made it 0600; initdb reads it as postgres
+            res = self._run_server_cmd(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    LOGINS["admin"],
+                    f"--pwfile={pwfile}",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                timeout=300,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise ChatsecError(
+                f"initdb failed for {self.data_dir}: {_one_line(res.stderr + res.stdout)}"
+            )
+
+    def _write_config(self, state: _State) -> None:
+        tls = self.tls_dir
+        settings = {
+            "listen_addresses": _conf_str(HOST),
+            "port": str(state.port),
+            "unix_socket_directories": _conf_str(str(self.run_dir)),
+            "ssl": "on",
+            "ssl_cert_file": _conf_str(str(tls / "server.crt")),
+            "ssl_key_file": _conf_str(str(tls / "server.key")),
+            "ssl_ca_file": _conf_str(str(self.ca_cert_path)),
+            "ssl_min_protocol_version": _conf_str("TLSv1.2"),
+            "password_encryption": _conf_str("scram-sha-256"),
+            "shared_preload_libraries": _conf_str("pg_stat_statements"),
+            "max_connections": "100",
+            # pg_ctl -l captures the log; the collector would write elsewhere.
+            "logging_collector": "off",
+        }
+        if state.archive:
+            target = shlex.quote(str(self.archive_dir))
+            settings |= {
+                "wal_level": "replica",
+                "archive_mode": "on",
+                # Refuse to overwrite: an existing segment means the archive is shared or reused.
+                "archive_command": _conf_str(f"test ! -f {target}/%f && cp %p {target}/%f"),
+            }
+        conf = "# Managed by chatsec sandbox; rewritten on every start.\n" + "".join(
+            f"{key} = {value}\n" for key, value in settings.items()
+        )
+        self._write_file(self.data_dir / "chatsec.conf", conf.encode(), 0o600, server_owned=True)
+        self._write_file(self.data_dir / "pg_hba.conf", PG_HBA.encode(), 0o600, server_owned=True)
+        main_conf = self.data_dir / "postgresql.conf"
+        if _INCLUDE_LINE not in main_conf.read_text().splitlines():
+            # Appending keeps initdb's file (and its ownership); our settings come last and win.
+            with main_conf.open("a") as fh:
+                fh.write(f"\n{_INCLUDE_LINE}\n")
+
+    def _pg_ctl_start(self) -> None:
+        res = self._run_server_cmd(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                str(_PG_CTL_TIMEOUT_S),
+                "start",
+            ]
+        )
+        if res.returncode != 0:
+            raise ChatsecError(
+                f"pg_ctl start failed for {self.data_dir} (exit {res.returncode}); "
+                f"server log: {self._log_tail()}"
+            )
+
+    # -- roles and database -----------------------------------------------------------------
+
+    @staticmethod
+    def _execute(conn: psycopg.Connection[Any], query: sql.SQL, *names: str) -> None:
+        statement = query.format(*(sql.Identifier(n) for n in names))
+        try:
+            conn.execute(statement)
+        except psycopg.Error as exc:
+            raise ChatsecError(
+                f"sandbox SQL failed ({statement.as_string(conn)}): {_one_line(str(exc), 1)}"
+            ) from None
+
+    def _lock_down_database(self, conn: psycopg.Connection[Any], name: str) -> None:
+        self._execute(conn, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC"), name)
+        self._execute(
+            conn, sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}"), name, *GROUP_ROLES
+        )
+
+    def _bootstrap(self, state: _State) -> None:
+        """Roles, memberships and the `chat` database; safe to repeat."""
+        with self.admin_connect("postgres") as conn:
+            existing = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+            for group in GROUP_ROLES:
+                verb = "ALTER" if group in existing else "CREATE"
+                self._execute(conn, sql.SQL(f"{verb} ROLE {{}} {_GROUP_ATTRS}"), group)
+            for role, (attrs, member_of) in _LOGIN_ROLES.items():
+                # Send a SCRAM verifier, never the password: statements can reach the server log.
+                verifier = conn.pgconn.encrypt_password(
+                    state.passwords[role].encode(), role.encode(), b"scram-sha-256"
+                ).decode()
+                verb = "ALTER" if role in existing else "CREATE"
+                query = sql.SQL(f"{verb} ROLE {{}} {attrs} PASSWORD {{}}").format(
+                    sql.Identifier(role), sql.Literal(verifier)
+                )
+                try:
+                    conn.execute(query)
+                except psycopg.Error as exc:
+                    raise ChatsecError(
+                        f"sandbox could not set up role {role}: {_one_line(str(exc), 1)}"
+                    ) from None
+                if member_of:
+                    self._execute(conn, sql.SQL("GRANT {} TO {}"), member_of, role)
+            self._execute(
+                conn,
+                sql.SQL("GRANT pg_monitor, pg_read_all_settings TO {} WITH ADMIN OPTION"),
+                LOGINS["migrator"],
+            )
+            has_db = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DATABASE,)
+            ).fetchone()
+            if not has_db:
+                self._execute(
+                    conn,
+                    sql.SQL("CREATE DATABASE {} OWNER {}"),
+                    DEFAULT_DATABASE,
+                    LOGINS["migrator"],
+                )
+            self._lock_down_database(conn, DEFAULT_DATABASE)
+        state.bootstrapped = True
+        self._save_state(state)
