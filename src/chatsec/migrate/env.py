@@ -22,7 +22,7 @@ def _url() -> str:
 
 def run_offline() -> None:
     context.configure(
-        url=_url() if not config.attributes.get("offline_dialect_only") else "postgresql://",
+        dialect_name="postgresql",
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         version_table_schema=VERSION_TABLE_SCHEMA,
