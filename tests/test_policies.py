@@ -1,0 +1,139 @@
+"""policies/ as the declared source: plan is empty after deploy, drift shows, revisions are exact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chatsec.cli.main import cli
+from chatsec.db.connect import connect
+from chatsec.errors import ChatsecError
+from chatsec.paths import policies_dir
+from chatsec.policy.compare import Change, diff_live
+from chatsec.policy.load import load_policies
+from chatsec.policy.revision import render_revision
+from tests.conftest import ChatDB
+
+
+def _plan(db: ChatDB, policies: Path | None = None) -> list[Change]:
+    with connect(db.migrator) as conn:
+        return diff_live(conn, load_policies(policies))
+
+
+def test_plan_is_empty_after_deploy(deployed_db: ChatDB) -> None:
+    assert _plan(deployed_db) == []
+    result = CliRunner().invoke(cli, ["plan", "--database-url", deployed_db.migrator.libpq])
+    assert result.exit_code == 0, result.output
+    assert "in sync" in result.output
+
+
+def test_plan_runs_as_the_auditor_too(deployed_db: ChatDB) -> None:
+    with connect(deployed_db.auditor) as conn:
+        assert diff_live(conn, load_policies()) == []
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "kind", "action", "needle"),
+    [
+        ("CREATE POLICY sneaky ON chat.messages FOR SELECT TO app_user USING (true)",
+         "policy", "extra", "sneaky"),
+        ("GRANT TRUNCATE ON chat.messages TO app_user", "table-grant", "extra", "TRUNCATE"),
+        ("GRANT SELECT ON chat.users TO PUBLIC", "table-grant", "extra", "PUBLIC"),
+        ("ALTER TABLE chat.messages DISABLE ROW LEVEL SECURITY", "rls", "changed", "disabled"),
+        ("ALTER TABLE chat.threads NO FORCE ROW LEVEL SECURITY", "rls", "changed", "not forced"),
+        ("ALTER POLICY messages_select_participant ON chat.messages USING (true)",
+         "policy", "changed", "USING true"),
+        ("GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC", "function-grant", "extra",
+         "PUBLIC"),
+        ("ALTER FUNCTION chat.my_thread_ids() RESET search_path", "function", "changed", "search_path"),
+        ("GRANT UPDATE (user_id) ON chat.messages TO app_user", "table-grant", "extra", "user_id"),
+        ("DROP POLICY users_update_self ON chat.users", "policy", "missing", "users_update_self"),
+        ("GRANT CREATE ON SCHEMA chat TO app_user", "schema-grant", "extra", "CREATE"),
+    ],
+)
+def test_drift_made_by_hand_shows_in_the_plan(
+    deployed_db: ChatDB, sabotage: str, kind: str, action: str, needle: str
+) -> None:
+    with connect(deployed_db.admin, autocommit=True) as conn:
+        conn.execute(sabotage)
+    changes = _plan(deployed_db)
+    assert len(changes) == 1, changes
+    change = changes[0]
+    assert (change.kind, change.action) == (kind, action)
+    assert needle in change.object + change.detail
+    # The plan's SQL repairs exactly that drift.
+    with connect(deployed_db.migrator, autocommit=True) as conn:
+        conn.execute("SET ROLE chat_owner")
+        for stmt in change.up:
+            conn.execute(stmt.encode())
+    assert _plan(deployed_db) == []
+
+
+def test_plan_cli_exit_code_on_drift(deployed_db: ChatDB) -> None:
+    with connect(deployed_db.admin, autocommit=True) as conn:
+        conn.execute("ALTER TABLE chat.users DISABLE ROW LEVEL SECURITY")
+    result = CliRunner().invoke(cli, ["plan", "--database-url", deployed_db.migrator.libpq])
+    assert result.exit_code == 1
+    assert "chat.users" in result.output and "ENABLE ROW LEVEL SECURITY" in result.output
+
+
+def test_formatting_is_not_a_difference(deployed_db: ChatDB, tmp_path: Path) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    path = copy / "tables" / "messages.toml"
+    text = path.read_text()
+    text = text.replace(
+        'using = "thread_id IN (SELECT chat.my_thread_ids())"',
+        'using = """\n  (thread_id IN (\n     select   chat.my_thread_ids()))\n"""',
+        1,
+    )
+    path.write_text(text)
+    assert _plan(deployed_db, copy) == []
+
+
+def test_revision_holds_the_exact_sql_delta(deployed_db: ChatDB, tmp_path: Path) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    with (copy / "tables" / "threads.toml").open("a") as f:
+        f.write(
+            '\n[[policies]]\nname = "threads_delete_owner"\ncommand = "DELETE"\n'
+            'roles = ["app_user"]\nusing = "id IN (SELECT chat.my_admin_thread_ids())"\n'
+        )
+        f.write('\n[grants.chat_auditor]\ntable = ["SELECT"]\n')
+    declared = load_policies(copy)
+    changes = _plan(deployed_db, copy)
+    assert {(c.kind, c.action) for c in changes} == {("policy", "missing"), ("table-grant", "missing")}
+    text = render_revision("0099", "0002", "add delete", changes, declared)
+    assert "CREATE POLICY threads_delete_owner ON chat.threads" in text
+    assert "DROP POLICY threads_delete_owner ON chat.threads" in text
+    assert "GRANT SELECT ON TABLE chat.threads TO chat_auditor" in text
+    assert "policies" not in text.split('"""', 2)[2].replace("policies/", "")  # no file references
+    compile(text, "0099.py", "exec")
+
+
+def test_malformed_policy_file_is_one_clear_error(tmp_path: Path) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    (copy / "tables" / "users.toml").write_text("table = 'chat.users'\n[[policies]]\nname = \n")
+    with pytest.raises(ChatsecError, match="malformed policy file"):
+        load_policies(copy)
+    (copy / "tables" / "users.toml").write_text(
+        "table = 'chat.users'\n[[policies]]\nname = 'x'\ncommand = 'SELEKT'\nusing = 'true'\n"
+    )
+    with pytest.raises(ChatsecError, match="command must be one of"):
+        load_policies(copy)
+    result = CliRunner().invoke(cli, ["plan", "--policies", str(copy), "--database-url",
+                                      "postgresql://x@127.0.0.1:1/x?sslmode=verify-full"])
+    assert result.exit_code == 2 and "command must be one of" in result.output
+
+
+def test_policy_that_does_not_compile_is_reported(deployed_db: ChatDB, tmp_path: Path) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    path = copy / "tables" / "users.toml"
+    path.write_text(path.read_text().replace("chat.my_contact_ids()", "chat.no_such_fn()"))
+    with pytest.raises(ChatsecError, match="does not compile"):
+        _plan(deployed_db, copy)
