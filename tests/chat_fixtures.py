@@ -52,5 +52,14 @@ def seed_chat(conn: psycopg.Connection[tuple[object, ...]]) -> SeededChat:
         "VALUES (%s, %s, 'a.png', 'image/png', 10, %s)",
         (ids["aa"], ids["am"], f"s3://bucket/{ids['aa']}"),
     )
-    return SeededChat(ids["alice"], ids["bob"], ids["carol"], ids["t"], ids["u"],
-                      ids["am"], ids["bm"], ids["cm"], ids["aa"])
+    return SeededChat(
+        ids["alice"],
+        ids["bob"],
+        ids["carol"],
+        ids["t"],
+        ids["u"],
+        ids["am"],
+        ids["bm"],
+        ids["cm"],
+        ids["aa"],
+    )

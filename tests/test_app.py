@@ -20,10 +20,13 @@ def test_engine_refuses_unverified_tls(deployed_db: ChatDB) -> None:
 
 
 def test_engine_allows_insecure_only_when_told(deployed_db: ChatDB) -> None:
-    engine = create_app_engine(deployed_db.app.with_query(sslmode="require").libpq,
-                               allow_insecure=True)
+    engine = create_app_engine(
+        deployed_db.app.with_query(sslmode="require").libpq, allow_insecure=True
+    )
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).scalar()
+        assert conn.execute(
+            sa.text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        ).scalar()
     engine.dispose()
 
 

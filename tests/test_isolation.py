@@ -45,9 +45,17 @@ class Case:
 
 def _params(chat: SeededChat) -> dict[str, object]:
     return {
-        "alice": chat.alice, "bob": chat.bob, "carol": chat.carol, "t": chat.t, "u": chat.u,
-        "am": chat.alice_msg, "bm": chat.bob_msg, "cm": chat.carol_msg,
-        "aa": chat.alice_attachment, "new": uuid.uuid4(), "new2": uuid.uuid4(),
+        "alice": chat.alice,
+        "bob": chat.bob,
+        "carol": chat.carol,
+        "t": chat.t,
+        "u": chat.u,
+        "am": chat.alice_msg,
+        "bm": chat.bob_msg,
+        "cm": chat.carol_msg,
+        "aa": chat.alice_attachment,
+        "new": uuid.uuid4(),
+        "new2": uuid.uuid4(),
     }
 
 
@@ -56,99 +64,257 @@ CASES = [
     Case("users-select-member", "alice", "SELECT id FROM chat.users", 2),
     Case("users-select-nonmember", "carol", "SELECT id FROM chat.users", 1),
     Case("users-select-noid", None, "SELECT id FROM chat.users", 0),
-    Case("users-insert-for-another-id", "alice",
-         "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')", "denied"),
-    Case("users-insert-new-identity", "new",
-         "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')", 1),
-    Case("users-insert-other-id", "alice",
-         "INSERT INTO chat.users (id, email, username) VALUES (%(new2)s, 'n@x', 'n')", "denied"),
-    Case("users-insert-noid", None,
-         "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')", "denied"),
-    Case("users-update-own", "alice", "UPDATE chat.users SET first_name = 'A' WHERE id = %(alice)s", 1),
-    Case("users-update-contact", "alice", "UPDATE chat.users SET first_name = 'B' WHERE id = %(bob)s", 0),
-    Case("users-update-stranger", "alice", "UPDATE chat.users SET first_name = 'C' WHERE id = %(carol)s", 0),
+    Case(
+        "users-insert-for-another-id",
+        "alice",
+        "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')",
+        "denied",
+    ),
+    Case(
+        "users-insert-new-identity",
+        "new",
+        "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')",
+        1,
+    ),
+    Case(
+        "users-insert-other-id",
+        "alice",
+        "INSERT INTO chat.users (id, email, username) VALUES (%(new2)s, 'n@x', 'n')",
+        "denied",
+    ),
+    Case(
+        "users-insert-noid",
+        None,
+        "INSERT INTO chat.users (id, email, username) VALUES (%(new)s, 'n@x', 'n')",
+        "denied",
+    ),
+    Case(
+        "users-update-own",
+        "alice",
+        "UPDATE chat.users SET first_name = 'A' WHERE id = %(alice)s",
+        1,
+    ),
+    Case(
+        "users-update-contact",
+        "alice",
+        "UPDATE chat.users SET first_name = 'B' WHERE id = %(bob)s",
+        0,
+    ),
+    Case(
+        "users-update-stranger",
+        "alice",
+        "UPDATE chat.users SET first_name = 'C' WHERE id = %(carol)s",
+        0,
+    ),
     Case("users-update-noid", None, "UPDATE chat.users SET first_name = 'X'", 0),
-    Case("users-update-id", "alice", "UPDATE chat.users SET id = %(new)s WHERE id = %(alice)s", "denied"),
+    Case(
+        "users-update-id",
+        "alice",
+        "UPDATE chat.users SET id = %(new)s WHERE id = %(alice)s",
+        "denied",
+    ),
     Case("users-delete", "alice", "DELETE FROM chat.users WHERE id = %(alice)s", "denied"),
     # threads: participants only
     Case("threads-select-member", "bob", "SELECT id FROM chat.threads", 1),
     Case("threads-select-nonmember", "carol", "SELECT id FROM chat.threads WHERE id = %(t)s", 0),
     Case("threads-select-noid", None, "SELECT id FROM chat.threads", 0),
-    Case("threads-insert-creator", "bob",
-         "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(bob)s)", 1),
-    Case("threads-insert-spoofed-creator", "bob",
-         "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(alice)s)", "denied"),
-    Case("threads-insert-noid", None,
-         "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(bob)s)", "denied"),
+    Case(
+        "threads-insert-creator",
+        "bob",
+        "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(bob)s)",
+        1,
+    ),
+    Case(
+        "threads-insert-spoofed-creator",
+        "bob",
+        "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(alice)s)",
+        "denied",
+    ),
+    Case(
+        "threads-insert-noid",
+        None,
+        "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'n', %(bob)s)",
+        "denied",
+    ),
     Case("threads-rename-owner", "alice", "UPDATE chat.threads SET name = 'r' WHERE id = %(t)s", 1),
-    Case("threads-archive-owner", "alice", "UPDATE chat.threads SET is_archived = true WHERE id = %(t)s", 1),
+    Case(
+        "threads-archive-owner",
+        "alice",
+        "UPDATE chat.threads SET is_archived = true WHERE id = %(t)s",
+        1,
+    ),
     Case("threads-rename-member", "bob", "UPDATE chat.threads SET name = 'r' WHERE id = %(t)s", 0),
-    Case("threads-rename-nonmember", "carol", "UPDATE chat.threads SET name = 'r' WHERE id = %(t)s", 0),
+    Case(
+        "threads-rename-nonmember",
+        "carol",
+        "UPDATE chat.threads SET name = 'r' WHERE id = %(t)s",
+        0,
+    ),
     Case("threads-delete", "alice", "DELETE FROM chat.threads WHERE id = %(t)s", "denied"),
     # thread_participants
     Case("participants-select-member", "bob", "SELECT user_id FROM chat.thread_participants", 2),
-    Case("participants-select-nonmember", "carol",
-         "SELECT user_id FROM chat.thread_participants WHERE thread_id = %(t)s", 0),
+    Case(
+        "participants-select-nonmember",
+        "carol",
+        "SELECT user_id FROM chat.thread_participants WHERE thread_id = %(t)s",
+        0,
+    ),
     Case("participants-select-noid", None, "SELECT user_id FROM chat.thread_participants", 0),
-    Case("participants-owner-adds", "alice",
-         "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)", 1),
-    Case("participants-member-adds", "bob",
-         "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)", "denied"),
-    Case("participants-join-by-inserting-self", "carol",
-         "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)", "denied"),
-    Case("participants-claim-others-thread", "carol",
-         "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
-         "VALUES (%(t)s, %(carol)s, 'owner')", "denied"),
-    Case("participants-insert-noid", None,
-         "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)", "denied"),
-    Case("participants-owner-promotes", "alice",
-         "UPDATE chat.thread_participants SET role = 'admin' WHERE thread_id = %(t)s AND user_id = %(bob)s", 1),
-    Case("participants-self-promotion", "bob",
-         "UPDATE chat.thread_participants SET role = 'owner' WHERE thread_id = %(t)s AND user_id = %(bob)s",
-         "denied"),
-    Case("participants-mark-read", "bob",
-         "UPDATE chat.thread_participants SET last_read_at = now() "
-         "WHERE thread_id = %(t)s AND user_id = %(bob)s", 1),
-    Case("participants-nonmember-update", "carol",
-         "UPDATE chat.thread_participants SET last_read_at = now() WHERE thread_id = %(t)s", 0),
-    Case("participants-member-leaves", "bob",
-         "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s", 1),
-    Case("participants-member-removes-owner", "bob",
-         "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(alice)s", 0),
-    Case("participants-owner-removes-member", "alice",
-         "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s", 1),
-    Case("participants-nonmember-delete", "carol",
-         "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s", 0),
+    Case(
+        "participants-owner-adds",
+        "alice",
+        "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)",
+        1,
+    ),
+    Case(
+        "participants-member-adds",
+        "bob",
+        "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)",
+        "denied",
+    ),
+    Case(
+        "participants-join-by-inserting-self",
+        "carol",
+        "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)",
+        "denied",
+    ),
+    Case(
+        "participants-claim-others-thread",
+        "carol",
+        "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+        "VALUES (%(t)s, %(carol)s, 'owner')",
+        "denied",
+    ),
+    Case(
+        "participants-insert-noid",
+        None,
+        "INSERT INTO chat.thread_participants (thread_id, user_id) VALUES (%(t)s, %(carol)s)",
+        "denied",
+    ),
+    Case(
+        "participants-owner-promotes",
+        "alice",
+        "UPDATE chat.thread_participants SET role = 'admin' WHERE thread_id = %(t)s AND user_id = %(bob)s",
+        1,
+    ),
+    Case(
+        "participants-self-promotion",
+        "bob",
+        "UPDATE chat.thread_participants SET role = 'owner' WHERE thread_id = %(t)s AND user_id = %(bob)s",
+        "denied",
+    ),
+    Case(
+        "participants-mark-read",
+        "bob",
+        "UPDATE chat.thread_participants SET last_read_at = now() "
+        "WHERE thread_id = %(t)s AND user_id = %(bob)s",
+        1,
+    ),
+    Case(
+        "participants-nonmember-update",
+        "carol",
+        "UPDATE chat.thread_participants SET last_read_at = now() WHERE thread_id = %(t)s",
+        0,
+    ),
+    Case(
+        "participants-member-leaves",
+        "bob",
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s",
+        1,
+    ),
+    Case(
+        "participants-member-removes-owner",
+        "bob",
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(alice)s",
+        0,
+    ),
+    Case(
+        "participants-owner-removes-member",
+        "alice",
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s",
+        1,
+    ),
+    Case(
+        "participants-nonmember-delete",
+        "carol",
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s",
+        0,
+    ),
     Case("participants-delete-noid", None, "DELETE FROM chat.thread_participants", 0),
     # messages
     Case("messages-select-member", "bob", "SELECT id FROM chat.messages", 2),
-    Case("messages-select-nonmember", "carol",
-         "SELECT id FROM chat.messages WHERE thread_id = %(t)s", 0),
+    Case(
+        "messages-select-nonmember",
+        "carol",
+        "SELECT id FROM chat.messages WHERE thread_id = %(t)s",
+        0,
+    ),
     Case("messages-select-noid", None, "SELECT id FROM chat.messages", 0),
-    Case("messages-insert-self", "bob",
-         "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-         "VALUES (%(new)s, %(t)s, %(bob)s, 'hi')", 1),
-    Case("messages-insert-spoofed-author", "bob",
-         "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-         "VALUES (%(new)s, %(t)s, %(alice)s, 'hi')", "denied"),
-    Case("messages-insert-nonmember", "carol",
-         "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-         "VALUES (%(new)s, %(t)s, %(carol)s, 'hi')", "denied"),
-    Case("messages-insert-noid", None,
-         "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-         "VALUES (%(new)s, %(t)s, %(bob)s, 'hi')", "denied"),
-    Case("messages-reply-across-threads", "carol",
-         "INSERT INTO chat.messages (id, thread_id, user_id, content, parent_id) "
-         "VALUES (%(new)s, %(u)s, %(carol)s, 'hi', %(am)s)", "fk"),
-    Case("messages-edit-own", "alice", "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s", 1),
-    Case("messages-edit-others", "bob", "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s", 0),
-    Case("messages-edit-nonmember", "carol", "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s", 0),
-    Case("messages-move-thread", "alice",
-         "UPDATE chat.messages SET thread_id = %(u)s WHERE id = %(am)s", "denied"),
-    Case("messages-change-author", "alice",
-         "UPDATE chat.messages SET user_id = %(bob)s WHERE id = %(am)s", "denied"),
-    Case("messages-change-created-at", "alice",
-         "UPDATE chat.messages SET created_at = now() WHERE id = %(am)s", "denied"),
+    Case(
+        "messages-insert-self",
+        "bob",
+        "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+        "VALUES (%(new)s, %(t)s, %(bob)s, 'hi')",
+        1,
+    ),
+    Case(
+        "messages-insert-spoofed-author",
+        "bob",
+        "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+        "VALUES (%(new)s, %(t)s, %(alice)s, 'hi')",
+        "denied",
+    ),
+    Case(
+        "messages-insert-nonmember",
+        "carol",
+        "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+        "VALUES (%(new)s, %(t)s, %(carol)s, 'hi')",
+        "denied",
+    ),
+    Case(
+        "messages-insert-noid",
+        None,
+        "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+        "VALUES (%(new)s, %(t)s, %(bob)s, 'hi')",
+        "denied",
+    ),
+    Case(
+        "messages-reply-across-threads",
+        "carol",
+        "INSERT INTO chat.messages (id, thread_id, user_id, content, parent_id) "
+        "VALUES (%(new)s, %(u)s, %(carol)s, 'hi', %(am)s)",
+        "fk",
+    ),
+    Case(
+        "messages-edit-own", "alice", "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s", 1
+    ),
+    Case(
+        "messages-edit-others", "bob", "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s", 0
+    ),
+    Case(
+        "messages-edit-nonmember",
+        "carol",
+        "UPDATE chat.messages SET content = 'e' WHERE id = %(am)s",
+        0,
+    ),
+    Case(
+        "messages-move-thread",
+        "alice",
+        "UPDATE chat.messages SET thread_id = %(u)s WHERE id = %(am)s",
+        "denied",
+    ),
+    Case(
+        "messages-change-author",
+        "alice",
+        "UPDATE chat.messages SET user_id = %(bob)s WHERE id = %(am)s",
+        "denied",
+    ),
+    Case(
+        "messages-change-created-at",
+        "alice",
+        "UPDATE chat.messages SET created_at = now() WHERE id = %(am)s",
+        "denied",
+    ),
     Case("messages-delete-own", "alice", "DELETE FROM chat.messages WHERE id = %(am)s", 1),
     Case("messages-delete-others", "bob", "DELETE FROM chat.messages WHERE id = %(am)s", 0),
     Case("messages-delete-noid", None, "DELETE FROM chat.messages", 0),
@@ -157,22 +323,48 @@ CASES = [
     Case("attachments-select-member", "bob", "SELECT id FROM chat.attachments", 1),
     Case("attachments-select-nonmember", "carol", "SELECT id FROM chat.attachments", 0),
     Case("attachments-select-noid", None, "SELECT id FROM chat.attachments", 0),
-    Case("attachments-insert-author", "alice",
-         "INSERT INTO chat.attachments (id, message_id, file_name, content_type, byte_size, storage_key) "
-         "VALUES (%(new)s, %(am)s, 'b', 'text/plain', 1, %(new)s::text)", 1),
-    Case("attachments-insert-on-others-message", "bob",
-         "INSERT INTO chat.attachments (id, message_id, file_name, content_type, byte_size, storage_key) "
-         "VALUES (%(new)s, %(am)s, 'b', 'text/plain', 1, %(new)s::text)", "denied"),
+    Case(
+        "attachments-insert-author",
+        "alice",
+        "INSERT INTO chat.attachments (id, message_id, file_name, content_type, byte_size, storage_key) "
+        "VALUES (%(new)s, %(am)s, 'b', 'text/plain', 1, %(new)s::text)",
+        1,
+    ),
+    Case(
+        "attachments-insert-on-others-message",
+        "bob",
+        "INSERT INTO chat.attachments (id, message_id, file_name, content_type, byte_size, storage_key) "
+        "VALUES (%(new)s, %(am)s, 'b', 'text/plain', 1, %(new)s::text)",
+        "denied",
+    ),
     Case("attachments-delete-author", "alice", "DELETE FROM chat.attachments WHERE id = %(aa)s", 1),
-    Case("attachments-delete-other-member", "bob", "DELETE FROM chat.attachments WHERE id = %(aa)s", 0),
-    Case("attachments-update", "alice",
-         "UPDATE chat.attachments SET file_name = 'x' WHERE id = %(aa)s", "denied"),
+    Case(
+        "attachments-delete-other-member",
+        "bob",
+        "DELETE FROM chat.attachments WHERE id = %(aa)s",
+        0,
+    ),
+    Case(
+        "attachments-update",
+        "alice",
+        "UPDATE chat.attachments SET file_name = 'x' WHERE id = %(aa)s",
+        "denied",
+    ),
     # escapes
     Case("escape-set-role-owner", "alice", "SET ROLE chat_owner", "denied"),
-    Case("escape-disable-rls", "alice", "ALTER TABLE chat.messages DISABLE ROW LEVEL SECURITY", "denied"),
+    Case(
+        "escape-disable-rls",
+        "alice",
+        "ALTER TABLE chat.messages DISABLE ROW LEVEL SECURITY",
+        "denied",
+    ),
     Case("escape-create-in-schema", "alice", "CREATE TABLE chat.x (id int)", "denied"),
-    Case("escape-call-helper-as-other-user", "carol",
-         "SELECT * FROM chat.messages WHERE thread_id IN (SELECT chat.my_thread_ids())", 1),
+    Case(
+        "escape-call-helper-as-other-user",
+        "carol",
+        "SELECT * FROM chat.messages WHERE thread_id IN (SELECT chat.my_thread_ids())",
+        1,
+    ),
 ]
 
 
@@ -187,8 +379,11 @@ def test_isolation(case: Case, chat: SeededChat, app: Conn) -> None:
     params = _params(chat)
     _act(app, case.actor, params)
     if case.expect in ("denied", "fk"):
-        error = (psycopg.errors.InsufficientPrivilege if case.expect == "denied"
-                 else psycopg.errors.ForeignKeyViolation)
+        error = (
+            psycopg.errors.InsufficientPrivilege
+            if case.expect == "denied"
+            else psycopg.errors.ForeignKeyViolation
+        )
         with pytest.raises(error):
             app.execute(case.sql, params)
         return
@@ -200,21 +395,36 @@ def test_isolation(case: Case, chat: SeededChat, app: Conn) -> None:
 def test_insert_after_leaving_is_denied(chat: SeededChat, app: Conn) -> None:
     params = _params(chat)
     _act(app, "bob", params)
-    app.execute("DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s", params)
+    app.execute(
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(bob)s", params
+    )
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        app.execute("INSERT INTO chat.messages (id, thread_id, user_id, content) "
-                    "VALUES (%(new)s, %(t)s, %(bob)s, 'still here?')", params)
+        app.execute(
+            "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+            "VALUES (%(new)s, %(t)s, %(bob)s, 'still here?')",
+            params,
+        )
 
 
 def test_creator_becomes_owner_in_one_transaction(chat: SeededChat, app: Conn) -> None:
     params = _params(chat)
     _act(app, "carol", params)
-    app.execute("INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'c', %(carol)s)", params)
-    app.execute("INSERT INTO chat.thread_participants (thread_id, user_id, role) "
-                "VALUES (%(new)s, %(carol)s, 'owner')", params)
-    assert app.execute("SELECT count(*) FROM chat.threads WHERE id = %(new)s", params).fetchone() == (1,)
+    app.execute(
+        "INSERT INTO chat.threads (id, name, created_by) VALUES (%(new)s, 'c', %(carol)s)", params
+    )
+    app.execute(
+        "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+        "VALUES (%(new)s, %(carol)s, 'owner')",
+        params,
+    )
+    assert app.execute(
+        "SELECT count(*) FROM chat.threads WHERE id = %(new)s", params
+    ).fetchone() == (1,)
     # A second claim on the now-owned thread is refused.
     _act(app, "alice", params)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        app.execute("INSERT INTO chat.thread_participants (thread_id, user_id, role) "
-                    "VALUES (%(new)s, %(alice)s, 'owner')", params)
+        app.execute(
+            "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+            "VALUES (%(new)s, %(alice)s, 'owner')",
+            params,
+        )

@@ -38,17 +38,34 @@ def test_plan_runs_as_the_auditor_too(deployed_db: ChatDB) -> None:
 @pytest.mark.parametrize(
     ("sabotage", "kind", "action", "needle"),
     [
-        ("CREATE POLICY sneaky ON chat.messages FOR SELECT TO app_user USING (true)",
-         "policy", "extra", "sneaky"),
+        (
+            "CREATE POLICY sneaky ON chat.messages FOR SELECT TO app_user USING (true)",
+            "policy",
+            "extra",
+            "sneaky",
+        ),
         ("GRANT TRUNCATE ON chat.messages TO app_user", "table-grant", "extra", "TRUNCATE"),
         ("GRANT SELECT ON chat.users TO PUBLIC", "table-grant", "extra", "PUBLIC"),
         ("ALTER TABLE chat.messages DISABLE ROW LEVEL SECURITY", "rls", "changed", "disabled"),
         ("ALTER TABLE chat.threads NO FORCE ROW LEVEL SECURITY", "rls", "changed", "not forced"),
-        ("ALTER POLICY messages_select_participant ON chat.messages USING (true)",
-         "policy", "changed", "USING true"),
-        ("GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC", "function-grant", "extra",
-         "PUBLIC"),
-        ("ALTER FUNCTION chat.my_thread_ids() RESET search_path", "function", "changed", "search_path"),
+        (
+            "ALTER POLICY messages_select_participant ON chat.messages USING (true)",
+            "policy",
+            "changed",
+            "USING true",
+        ),
+        (
+            "GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC",
+            "function-grant",
+            "extra",
+            "PUBLIC",
+        ),
+        (
+            "ALTER FUNCTION chat.my_thread_ids() RESET search_path",
+            "function",
+            "changed",
+            "search_path",
+        ),
         ("GRANT UPDATE (user_id) ON chat.messages TO app_user", "table-grant", "extra", "user_id"),
         ("DROP POLICY users_update_self ON chat.users", "policy", "missing", "users_update_self"),
         ("GRANT CREATE ON SCHEMA chat TO app_user", "schema-grant", "extra", "CREATE"),
@@ -105,7 +122,10 @@ def test_revision_holds_the_exact_sql_delta(deployed_db: ChatDB, tmp_path: Path)
         f.write('\n[grants.chat_auditor]\ntable = ["SELECT"]\n')
     declared = load_policies(copy)
     changes = _plan(deployed_db, copy)
-    assert {(c.kind, c.action) for c in changes} == {("policy", "missing"), ("table-grant", "missing")}
+    assert {(c.kind, c.action) for c in changes} == {
+        ("policy", "missing"),
+        ("table-grant", "missing"),
+    }
     text = render_revision("0099", "0002", "add delete", changes, declared)
     assert "CREATE POLICY threads_delete_owner ON chat.threads" in text
     assert "DROP POLICY threads_delete_owner ON chat.threads" in text
@@ -125,8 +145,16 @@ def test_malformed_policy_file_is_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ChatsecError, match="command must be one of"):
         load_policies(copy)
-    result = CliRunner().invoke(cli, ["plan", "--policies", str(copy), "--database-url",
-                                      "postgresql://x@127.0.0.1:1/x?sslmode=verify-full"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            "--policies",
+            str(copy),
+            "--database-url",
+            "postgresql://x@127.0.0.1:1/x?sslmode=verify-full",
+        ],
+    )
     assert result.exit_code == 2 and "command must be one of" in result.output
 
 

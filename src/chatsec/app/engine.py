@@ -33,11 +33,14 @@ def create_app_engine(
 
     Refuses any sslmode below verify-full unless `allow_insecure` is set (or
     CHATSEC_ALLOW_INSECURE_TLS=1). Connections use search_path `chat`, so the
-    application writes `messages`, not `chat.messages`.
+    application writes `messages`, not `chat.messages`. Bind parameters are hidden
+    from SQLAlchemy's logs and error messages unless `hide_parameters=False` is passed.
     """
     parsed = resolve_url(url, APP_URL_ENV)
     require_verified_tls(parsed, allow_insecure)
     settings = pool or PoolSettings()
+    # Keys travel as bind parameters: never let echo=True or an error message print them.
+    engine_kwargs.setdefault("hide_parameters", True)
     return sa.create_engine(
         parsed.sqlalchemy,
         pool_size=settings.max_connections,
@@ -52,5 +55,5 @@ def create_app_engine(
             "options": "-c search_path=chat",
             "application_name": "chatsec-app",
         },
-        **engine_kwargs,  # type: ignore[arg-type]
+        **engine_kwargs,
     )

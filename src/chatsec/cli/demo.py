@@ -11,8 +11,14 @@ from chatsec.demo import run_demo
 
 
 @click.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=DEFAULT_DIR, show_default=True, help="Sandbox directory.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Sandbox directory.",
+)
 def demo(directory: Path) -> None:
     """Start the sandbox if needed, deploy, load a small sample chat, and show how to connect."""
     run_demo(directory, click.echo)

@@ -12,7 +12,9 @@ from chatsec.migrate import runner
 @click.command()
 @database_url_option()
 @click.option("--to", "to", default="head", show_default=True, help="Target revision.")
-@click.option("--sql", is_flag=True, help="Print the SQL for review instead of running it (no connection).")
+@click.option(
+    "--sql", is_flag=True, help="Print the SQL for review instead of running it (no connection)."
+)
 def deploy(database_url: str | None, to: str, sql: bool) -> None:
     """Upgrade the chat database to a revision (default: head)."""
     if sql:
@@ -30,7 +32,9 @@ def deploy(database_url: str | None, to: str, sql: bool) -> None:
 
 @click.command()
 @database_url_option()
-@click.option("--to", "to", required=True, help="Revision to go down to ('base' removes everything).")
+@click.option(
+    "--to", "to", required=True, help="Revision to go down to ('base' removes everything)."
+)
 def rollback(database_url: str | None, to: str) -> None:
     """Downgrade the chat database to an earlier revision."""
     url = resolve_url(database_url)

@@ -10,7 +10,9 @@ import click
 F = TypeVar("F", bound=Callable[..., object])
 
 
-def database_url_option(env_var: str = "CHATSEC_DATABASE_URL", role: str = "migrator") -> Callable[[F], F]:
+def database_url_option(
+    env_var: str = "CHATSEC_DATABASE_URL", role: str = "migrator"
+) -> Callable[[F], F]:
     return click.option(
         "--database-url",
         "database_url",

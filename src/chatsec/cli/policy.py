@@ -20,7 +20,10 @@ from chatsec.policy.load import load_policies
 from chatsec.policy.revision import next_revision_id, render_revision, slug
 
 _policies_option = click.option(
-    "--policies", "policies", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--policies",
+    "policies",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Policy directory (default: the policies/ shipped with chatsec).",
 )
 
@@ -37,8 +40,13 @@ def _print_changes(changes: list[Change], show_sql: bool) -> None:
 @click.command()
 @database_url_option()
 @_policies_option
-@click.option("--sql/--no-sql", "show_sql", default=True, show_default=True,
-              help="Show the SQL that would bring the database to the declaration.")
+@click.option(
+    "--sql/--no-sql",
+    "show_sql",
+    default=True,
+    show_default=True,
+    help="Show the SQL that would bring the database to the declaration.",
+)
 def plan(database_url: str | None, policies: Path | None, show_sql: bool) -> None:
     """Compare policies/ with the live database and print every difference.
 
@@ -73,14 +81,29 @@ def _scratch_database(admin: DatabaseURL, migrator: DatabaseURL) -> Iterator[Dat
 @click.command()
 @click.option("-m", "--message", required=True, help="What the revision changes.")
 @database_url_option()
-@click.option("--admin-url", "admin_url", metavar="URL", default=None,
-              help="A login that may CREATE DATABASE, for the scratch database "
-                   "(default: $CHATSEC_ADMIN_DATABASE_URL).")
+@click.option(
+    "--admin-url",
+    "admin_url",
+    metavar="URL",
+    default=None,
+    help="A login that may CREATE DATABASE, for the scratch database "
+    "(default: $CHATSEC_ADMIN_DATABASE_URL).",
+)
 @_policies_option
-@click.option("--versions", "versions", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write the revision (default: chatsec's versions/).")
-def revision(message: str, database_url: str | None, admin_url: str | None,
-             policies: Path | None, versions: Path | None) -> None:
+@click.option(
+    "--versions",
+    "versions",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the revision (default: chatsec's versions/).",
+)
+def revision(
+    message: str,
+    database_url: str | None,
+    admin_url: str | None,
+    policies: Path | None,
+    versions: Path | None,
+) -> None:
     """Write a new revision into versions/ holding the exact SQL delta from head to policies/.
 
     A scratch database is upgraded to the current head and compared with policies/;

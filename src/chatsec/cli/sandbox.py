@@ -11,8 +11,12 @@ from chatsec.sandbox import Sandbox
 DEFAULT_DIR = Path(".chatsec/sandbox")
 
 _dir_option = click.option(
-    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DIR,
-    show_default=True, help="Where the cluster, its certificates and its passwords live.",
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Where the cluster, its certificates and its passwords live.",
 )
 
 
@@ -47,8 +51,10 @@ def status(directory: Path) -> None:
     """Show whether the sandbox runs, its port and pid. Exit 1 when it is not running."""
     state = Sandbox(directory).status()
     if state.running:
-        click.echo(f"running: 127.0.0.1:{state.port}, pid {state.pid}, dir {state.directory}"
-                   + (", WAL archiving on" if state.archive else ""))
+        click.echo(
+            f"running: 127.0.0.1:{state.port}, pid {state.pid}, dir {state.directory}"
+            + (", WAL archiving on" if state.archive else "")
+        )
     else:
         click.echo(f"not running (dir {state.directory})")
         raise SystemExit(1)

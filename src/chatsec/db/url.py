@@ -112,6 +112,6 @@ def resolve_url(explicit: str | None, env_var: str = "CHATSEC_DATABASE_URL") -> 
     if not raw:
         raise ChatsecError(
             f"no database URL: pass --database-url or set {env_var} "
-            f"(for the sandbox: eval \"$(chatsec sandbox env)\")"
+            f'(for the sandbox: eval "$(chatsec sandbox env)")'
         )
     return DatabaseURL.parse(raw)

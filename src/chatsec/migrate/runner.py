@@ -6,6 +6,7 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TextIO
 
 import sqlalchemy as sa
 from alembic import command
@@ -22,7 +23,7 @@ from chatsec.paths import migrate_dir, versions_dir
 VERSION_TABLE_SCHEMA = "public"
 
 
-def alembic_config(url: DatabaseURL | None = None, stdout: io.TextIOBase | None = None) -> Config:
+def alembic_config(url: DatabaseURL | None = None, stdout: TextIO | None = None) -> Config:
     """The same configuration as alembic.ini, built from the installed package's data."""
     cfg = Config(stdout=stdout) if stdout is not None else Config()
     cfg.set_main_option("script_location", str(migrate_dir()))
@@ -63,7 +64,9 @@ def _run(url: DatabaseURL, fn: str, target: str, allow_insecure: bool) -> None:
         except CommandError as exc:
             raise ChatsecError(f"{fn} failed: {exc}") from None
         except sa.exc.DBAPIError as exc:
-            raise ChatsecError(f"{fn} to {target} failed, nothing applied: {_one_line(exc)}") from None
+            raise ChatsecError(
+                f"{fn} to {target} failed, nothing applied: {_one_line(exc)}"
+            ) from None
 
 
 def deploy(url: DatabaseURL, to: str = "head", allow_insecure: bool = False) -> None:
@@ -109,9 +112,7 @@ def status(url: DatabaseURL, allow_insecure: bool = False) -> MigrationStatus:
     """Current revision(s) in the database, the head(s) shipped, and what is pending."""
     scripts = script_directory()
     with engine_for(url, allow_insecure) as engine, engine.connect() as conn:
-        ctx = MigrationContext.configure(
-            conn, opts={"version_table_schema": VERSION_TABLE_SCHEMA}
-        )
+        ctx = MigrationContext.configure(conn, opts={"version_table_schema": VERSION_TABLE_SCHEMA})
         try:
             current = tuple(ctx.get_current_heads())
         except sa.exc.DBAPIError as exc:

@@ -23,7 +23,9 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 # aclexplode() on the effective ACL: a NULL acl means the built-in default, which
 # for functions includes EXECUTE for PUBLIC; grantee 0 is PUBLIC.
-_ACL_GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
+_ACL_GRANTEE = (
+    "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
+)
 
 
 def read_live_state(conn: Conn, declared: SecurityState) -> SecurityState:
@@ -36,6 +38,12 @@ def read_live_state(conn: Conn, declared: SecurityState) -> SecurityState:
     _read_functions(conn, [s for s in schemas if s != "extensions"], live)
     _read_default_privileges(conn, sorted({o for o, _ in declared.default_privileges}), live)
     return live
+
+
+def _names(value: object) -> frozenset[str]:
+    """A text[] column as a set of names."""
+    assert isinstance(value, list)
+    return frozenset(str(v) for v in value)
 
 
 def _read_roles(conn: Conn, roles: Iterable[str], live: SecurityState) -> None:
@@ -53,11 +61,15 @@ def _read_roles(conn: Conn, roles: Iterable[str], live: SecurityState) -> None:
     ).fetchall()
     for name, login, su, cdb, crole, bypass, repl, inherit, member_of in rows:
         attrs = {
-            "login": bool(login), "superuser": bool(su), "createdb": bool(cdb),
-            "createrole": bool(crole), "bypassrls": bool(bypass), "replication": bool(repl),
+            "login": bool(login),
+            "superuser": bool(su),
+            "createdb": bool(cdb),
+            "createrole": bool(crole),
+            "bypassrls": bool(bypass),
+            "replication": bool(repl),
             "inherit": bool(inherit),
         }
-        live.roles[str(name)] = RoleSpec(str(name), attrs, frozenset(member_of))  # type: ignore[arg-type]
+        live.roles[str(name)] = RoleSpec(str(name), attrs, _names(member_of))
 
 
 def _acl_rows(conn: Conn, query: str, params: tuple[object, ...]) -> dict[str, Grants]:
@@ -124,7 +136,7 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
         col_acl[str(oid)][str(grantee)][str(priv)].add(str(col))
     policies: dict[str, dict[str, PolicySpec]] = defaultdict(dict)
     for name, table, cmd, roles, permissive, using, check in conn.execute(
-        f"""
+        """
         SELECT p.polname, n.nspname || '.' || c.relname, p.polcmd,
                ARRAY(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(r) END
                        FROM unnest(p.polroles) r),
@@ -142,7 +154,7 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
             name=str(name),
             table=str(table),
             command=_POLCMD[str(cmd)],
-            roles=frozenset(roles),  # type: ignore[arg-type]
+            roles=_names(roles),
             permissive=bool(permissive),
             using=None if using is None else str(using),
             with_check=None if check is None else str(check),

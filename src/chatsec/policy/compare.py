@@ -75,8 +75,11 @@ def _roles(declared: SecurityState, live: SecurityState) -> list[Change]:
     for name, role in sorted(declared.roles.items()):
         current = live.roles.get(name)
         if current is None:
-            out.append(Change("role", name, "missing", "role does not exist",
-                              [render.create_role(role)], []))
+            out.append(
+                Change(
+                    "role", name, "missing", "role does not exist", [render.create_role(role)], []
+                )
+            )
             members_now: frozenset[str] = frozenset()
         else:
             changed = {k for k, v in role.attributes.items() if current.attributes.get(k) != v}
@@ -84,20 +87,39 @@ def _roles(declared: SecurityState, live: SecurityState) -> list[Change]:
                 detail = ", ".join(
                     f"{k}: {current.attributes[k]} -> {role.attributes[k]}" for k in sorted(changed)
                 )
-                out.append(Change("role", name, "changed", detail,
-                                  [render.alter_role(name, role.attributes, changed)],
-                                  [render.alter_role(name, current.attributes, changed)]))
+                out.append(
+                    Change(
+                        "role",
+                        name,
+                        "changed",
+                        detail,
+                        [render.alter_role(name, role.attributes, changed)],
+                        [render.alter_role(name, current.attributes, changed)],
+                    )
+                )
             members_now = current.member_of
         for group in sorted(role.member_of - members_now):
-            out.append(Change("membership", f"{name} in {group}", "missing",
-                              f"{name} is not a member of {group}",
-                              [f"GRANT {render.ident(group)} TO {render.ident(name)}"],
-                              [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"]))
+            out.append(
+                Change(
+                    "membership",
+                    f"{name} in {group}",
+                    "missing",
+                    f"{name} is not a member of {group}",
+                    [f"GRANT {render.ident(group)} TO {render.ident(name)}"],
+                    [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"],
+                )
+            )
         for group in sorted(members_now - role.member_of):
-            out.append(Change("membership", f"{name} in {group}", "extra",
-                              f"{name} is a member of {group}, which is not declared",
-                              [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"],
-                              [f"GRANT {render.ident(group)} TO {render.ident(name)}"]))
+            out.append(
+                Change(
+                    "membership",
+                    f"{name} in {group}",
+                    "extra",
+                    f"{name} is a member of {group}, which is not declared",
+                    [f"REVOKE {render.ident(group)} FROM {render.ident(name)}"],
+                    [f"GRANT {render.ident(group)} TO {render.ident(name)}"],
+                )
+            )
     return out
 
 
@@ -106,15 +128,27 @@ def _grant_diff(kind: str, obj: str, on: str, want: Grants, have: Grants) -> lis
     for grantee in sorted(set(want) | set(have)):
         w, h = want.get(grantee, frozenset()), have.get(grantee, frozenset())
         if w - h:
-            out.append(Change(kind, f"{obj} to {grantee}", "missing",
-                              f"{', '.join(sorted(w - h))} not granted to {grantee}",
-                              [render.grant_privileges(w - h, on, grantee)],
-                              [render.grant_privileges(w - h, on, grantee, revoke=True)]))
+            out.append(
+                Change(
+                    kind,
+                    f"{obj} to {grantee}",
+                    "missing",
+                    f"{', '.join(sorted(w - h))} not granted to {grantee}",
+                    [render.grant_privileges(w - h, on, grantee)],
+                    [render.grant_privileges(w - h, on, grantee, revoke=True)],
+                )
+            )
         if h - w:
-            out.append(Change(kind, f"{obj} to {grantee}", "extra",
-                              f"{', '.join(sorted(h - w))} granted to {grantee}, not declared",
-                              [render.grant_privileges(h - w, on, grantee, revoke=True)],
-                              [render.grant_privileges(h - w, on, grantee)]))
+            out.append(
+                Change(
+                    kind,
+                    f"{obj} to {grantee}",
+                    "extra",
+                    f"{', '.join(sorted(h - w))} granted to {grantee}, not declared",
+                    [render.grant_privileges(h - w, on, grantee, revoke=True)],
+                    [render.grant_privileges(h - w, on, grantee)],
+                )
+            )
     return out
 
 
@@ -126,11 +160,19 @@ def _schemas(declared: SecurityState, live: SecurityState) -> list[Change]:
             out.append(Change("schema", name, "missing", "schema does not exist (deploy first)"))
             continue
         if current.owner != schema.owner:
-            out.append(Change("schema", name, "changed", f"owner {current.owner}, declared {schema.owner}",
-                              [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(schema.owner)}"],
-                              [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(current.owner)}"]))
-        out += _grant_diff("schema-grant", name, f"SCHEMA {render.ident(name)}",
-                           schema.grants, current.grants)
+            out.append(
+                Change(
+                    "schema",
+                    name,
+                    "changed",
+                    f"owner {current.owner}, declared {schema.owner}",
+                    [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(schema.owner)}"],
+                    [f"ALTER SCHEMA {render.ident(name)} OWNER TO {render.ident(current.owner)}"],
+                )
+            )
+        out += _grant_diff(
+            "schema-grant", name, f"SCHEMA {render.ident(name)}", schema.grants, current.grants
+        )
     return out
 
 
@@ -162,25 +204,53 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
         current = live.functions.get(ident)
         if current is None:
             up = [render.create_function(fn)]
-            up += [render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC",
-                                           revoke=True)]
-            up += [render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", g)
-                   for g in sorted(fn.execute)]
-            out.append(Change("function", ident, "missing", "function does not exist",
-                              up, [render.drop_function(fn)]))
+            up += [
+                render.grant_privileges(
+                    frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC", revoke=True
+                )
+            ]
+            up += [
+                render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", g)
+                for g in sorted(fn.execute)
+            ]
+            out.append(
+                Change(
+                    "function",
+                    ident,
+                    "missing",
+                    "function does not exist",
+                    up,
+                    [render.drop_function(fn)],
+                )
+            )
             continue
         diffs = _function_differences(fn, current)
         if diffs:
-            out.append(Change("function", ident, "changed", "; ".join(diffs),
-                              [render.create_function(fn, replace=True)],
-                              [current.definition or ""]))
+            out.append(
+                Change(
+                    "function",
+                    ident,
+                    "changed",
+                    "; ".join(diffs),
+                    [render.create_function(fn, replace=True)],
+                    [current.definition or ""],
+                )
+            )
         want = {g: frozenset({"EXECUTE"}) for g in fn.execute}
         have = {g: frozenset({"EXECUTE"}) for g in current.execute}
         out += _grant_diff("function-grant", ident, f"FUNCTION {ident}", want, have)
     for ident, current in sorted(live.functions.items()):
         if ident not in declared.functions:
-            out.append(Change("function", ident, "extra", "function is not declared in policies/",
-                              [f"DROP FUNCTION {ident}"], [current.definition or ""]))
+            out.append(
+                Change(
+                    "function",
+                    ident,
+                    "extra",
+                    "function is not declared in policies/",
+                    [f"DROP FUNCTION {ident}"],
+                    [current.definition or ""],
+                )
+            )
     return out
 
 
@@ -188,35 +258,60 @@ def _default_privileges(declared: SecurityState, live: SecurityState) -> list[Ch
     out = []
     for (owner, object_type), want in sorted(declared.default_privileges.items()):
         have = live.default_privileges.get((owner, object_type), {})
-        for change in _grant_diff("default-privilege", f"{object_type} of {owner}",
-                                  object_type.upper(), want, have):
-            def wrap(stmts: list[str]) -> list[str]:
-                return [f"ALTER DEFAULT PRIVILEGES FOR ROLE {render.ident(owner)} {s}" for s in stmts]
-            out.append(Change(change.kind, change.object, change.action, change.detail,
-                              wrap(change.up), wrap(change.down)))
+        prefix = f"ALTER DEFAULT PRIVILEGES FOR ROLE {render.ident(owner)} "
+        for change in _grant_diff(
+            "default-privilege", f"{object_type} of {owner}", object_type.upper(), want, have
+        ):
+            out.append(
+                Change(
+                    change.kind,
+                    change.object,
+                    change.action,
+                    change.detail,
+                    [prefix + s for s in change.up],
+                    [prefix + s for s in change.down],
+                )
+            )
     return out
 
 
-def _table_grant_changes(table: str, want: dict[str, TableGrant], have: dict[str, TableGrant]) -> list[Change]:
+def _table_grant_changes(
+    table: str, want: dict[str, TableGrant], have: dict[str, TableGrant]
+) -> list[Change]:
     out = []
     for grantee in sorted(set(want) | set(have)):
         w, h = want.get(grantee, TableGrant()), have.get(grantee, TableGrant())
-        add = TableGrant(w.table - h.table, {
-            p: cols - h.columns.get(p, frozenset()) for p, cols in w.columns.items()
-        })
-        remove = TableGrant(h.table - w.table, {
-            p: cols - w.columns.get(p, frozenset()) for p, cols in h.columns.items()
-        })
-        for grant, action, verb in ((add, "missing", "not granted"), (remove, "extra", "granted, not declared")):
+        add = TableGrant(
+            w.table - h.table,
+            {p: cols - h.columns.get(p, frozenset()) for p, cols in w.columns.items()},
+        )
+        remove = TableGrant(
+            h.table - w.table,
+            {p: cols - w.columns.get(p, frozenset()) for p, cols in h.columns.items()},
+        )
+        for grant, action, verb in (
+            (add, "missing", "not granted"),
+            (remove, "extra", "granted, not declared"),
+        ):
             if grant.is_empty():
                 continue
             parts = sorted(grant.table) + [
                 f"{p}({', '.join(sorted(c))})" for p, c in sorted(grant.columns.items()) if c
             ]
             up = render.table_grant_statements(table, grantee, grant, revoke=(action == "extra"))
-            down = render.table_grant_statements(table, grantee, grant, revoke=(action == "missing"))
-            out.append(Change("table-grant", f"{table} to {grantee}", action,  # type: ignore[arg-type]
-                              f"{', '.join(parts)} {verb} to {grantee}", up, down))
+            down = render.table_grant_statements(
+                table, grantee, grant, revoke=(action == "missing")
+            )
+            out.append(
+                Change(
+                    "table-grant",
+                    f"{table} to {grantee}",
+                    action,  # type: ignore[arg-type]
+                    f"{', '.join(parts)} {verb} to {grantee}",
+                    up,
+                    down,
+                )
+            )
     return out
 
 
@@ -227,7 +322,9 @@ def _policy_fields(want: PolicySpec, have: PolicySpec) -> list[str]:
     if want.permissive != have.permissive:
         diffs.append("RESTRICTIVE" if want.permissive else "PERMISSIVE")
     if want.roles != have.roles:
-        diffs.append(f"TO {', '.join(sorted(have.roles))}, declared {', '.join(sorted(want.roles))}")
+        diffs.append(
+            f"TO {', '.join(sorted(have.roles))}, declared {', '.join(sorted(want.roles))}"
+        )
     if want.using != have.using:
         diffs.append(f"USING {have.using}, declared {want.using}")
     if want.with_check != have.with_check:
@@ -235,8 +332,9 @@ def _policy_fields(want: PolicySpec, have: PolicySpec) -> list[str]:
     return diffs
 
 
-def _tables(declared: SecurityState, live: SecurityState,
-            normalized: dict[str, dict[str, PolicySpec]]) -> list[Change]:
+def _tables(
+    declared: SecurityState, live: SecurityState, normalized: dict[str, dict[str, PolicySpec]]
+) -> list[Change]:
     out = []
     for name, table in sorted(declared.tables.items()):
         current = live.tables.get(name)
@@ -244,43 +342,83 @@ def _tables(declared: SecurityState, live: SecurityState,
             out.append(Change("table", name, "missing", "table does not exist (deploy first)"))
             continue
         if table.rls_enabled != current.rls_enabled:
-            out.append(Change("rls", name, "changed",
-                              f"row level security {'disabled' if table.rls_enabled else 'enabled'}, "
-                              f"declared {'enabled' if table.rls_enabled else 'disabled'}",
-                              [render.rls_statement(name, enabled=table.rls_enabled)],
-                              [render.rls_statement(name, enabled=current.rls_enabled)]))
+            out.append(
+                Change(
+                    "rls",
+                    name,
+                    "changed",
+                    f"row level security {'disabled' if table.rls_enabled else 'enabled'}, "
+                    f"declared {'enabled' if table.rls_enabled else 'disabled'}",
+                    [render.rls_statement(name, enabled=table.rls_enabled)],
+                    [render.rls_statement(name, enabled=current.rls_enabled)],
+                )
+            )
         if table.rls_forced != current.rls_forced:
-            out.append(Change("rls", name, "changed",
-                              f"row level security {'not forced' if table.rls_forced else 'forced'}, "
-                              f"declared {'forced' if table.rls_forced else 'not forced'}",
-                              [render.rls_statement(name, forced=table.rls_forced)],
-                              [render.rls_statement(name, forced=current.rls_forced)]))
+            out.append(
+                Change(
+                    "rls",
+                    name,
+                    "changed",
+                    f"row level security {'not forced' if table.rls_forced else 'forced'}, "
+                    f"declared {'forced' if table.rls_forced else 'not forced'}",
+                    [render.rls_statement(name, forced=table.rls_forced)],
+                    [render.rls_statement(name, forced=current.rls_forced)],
+                )
+            )
         out += _table_grant_changes(name, table.grants, current.grants)
         want_policies = normalized.get(name, {})
         for pname, want in sorted(want_policies.items()):
             have = current.policies.get(pname)
             if have is None:
-                out.append(Change("policy", f"{pname} on {name}", "missing", "policy does not exist",
-                                  [render.create_policy(table.policies[pname])],
-                                  [render.drop_policy(want)]))
+                out.append(
+                    Change(
+                        "policy",
+                        f"{pname} on {name}",
+                        "missing",
+                        "policy does not exist",
+                        [render.create_policy(table.policies[pname])],
+                        [render.drop_policy(want)],
+                    )
+                )
                 continue
             diffs = _policy_fields(want, have)
             if diffs:
-                out.append(Change("policy", f"{pname} on {name}", "changed", "; ".join(diffs),
-                                  [render.drop_policy(have), render.create_policy(table.policies[pname])],
-                                  [render.drop_policy(want), render.create_policy(have)]))
+                out.append(
+                    Change(
+                        "policy",
+                        f"{pname} on {name}",
+                        "changed",
+                        "; ".join(diffs),
+                        [render.drop_policy(have), render.create_policy(table.policies[pname])],
+                        [render.drop_policy(want), render.create_policy(have)],
+                    )
+                )
         for pname, have in sorted(current.policies.items()):
             if pname not in want_policies:
-                out.append(Change("policy", f"{pname} on {name}", "extra",
-                                  f"policy is not declared in policies/ "
-                                  f"({'PERMISSIVE' if have.permissive else 'RESTRICTIVE'} FOR {have.command} "
-                                  f"TO {', '.join(sorted(have.roles))} USING {have.using} "
-                                  f"WITH CHECK {have.with_check})",
-                                  [render.drop_policy(have)], [render.create_policy(have)]))
+                out.append(
+                    Change(
+                        "policy",
+                        f"{pname} on {name}",
+                        "extra",
+                        f"policy is not declared in policies/ "
+                        f"({'PERMISSIVE' if have.permissive else 'RESTRICTIVE'} FOR {have.command} "
+                        f"TO {', '.join(sorted(have.roles))} USING {have.using} "
+                        f"WITH CHECK {have.with_check})",
+                        [render.drop_policy(have)],
+                        [render.create_policy(have)],
+                    )
+                )
     for name, current in sorted(live.tables.items()):
         if name not in declared.tables:
-            out.append(Change("table", name, "extra", "table is not declared in policies/ "
-                              f"(RLS {'on' if current.rls_enabled else 'off'})"))
+            out.append(
+                Change(
+                    "table",
+                    name,
+                    "extra",
+                    "table is not declared in policies/ "
+                    f"(RLS {'on' if current.rls_enabled else 'off'})",
+                )
+            )
     return out
 
 

@@ -147,7 +147,11 @@ def _load_schemas(f: _File, state: SecurityState) -> None:
 
 
 def function_identity(signature: str) -> tuple[str, str]:
-    """('chat.f', 'chat.f(uuid, text)') from 'chat.f(p_a uuid, p_b text)': names dropped."""
+    """('chat.f', 'chat.f(uuid,text)') from 'chat.f(p_a uuid, p_b text)': names dropped.
+
+    Types are joined with a bare comma because that is how regprocedure prints them,
+    and the catalog side keys live functions by that text.
+    """
     m = _SIGNATURE.match(signature.strip())
     if not m:
         raise ValueError(signature)
@@ -156,12 +160,20 @@ def function_identity(signature: str) -> tuple[str, str]:
     for arg in filter(None, (a.strip() for a in args.split(","))):
         parts = arg.split(None, 1)
         types.append(parts[1] if len(parts) == 2 else parts[0])
-    return name, f"{name}({', '.join(types)})"
+    return name, f"{name}({','.join(types)})"
 
 
 def _load_functions(f: _File, state: SecurityState) -> None:
-    keys = {"signature", "returns", "language", "volatility", "security_definer", "search_path",
-            "execute", "body"}
+    keys = {
+        "signature",
+        "returns",
+        "language",
+        "volatility",
+        "security_definer",
+        "search_path",
+        "execute",
+        "body",
+    }
     for key, raw in f.table(f.data.get("functions"), "functions").items():
         where = f"functions.{key}"
         spec = f.table(raw, where)
@@ -173,7 +185,9 @@ def _load_functions(f: _File, state: SecurityState) -> None:
         try:
             _, identity = function_identity(signature)
         except ValueError:
-            raise f.fail(where, f"signature {signature!r} is not schema.name(arg type, ...)") from None
+            raise f.fail(
+                where, f"signature {signature!r} is not schema.name(arg type, ...)"
+            ) from None
         volatility = f.string(spec["volatility"], f"{where}.volatility").lower()
         if volatility not in {"volatile", "stable", "immutable"}:
             raise f.fail(where, "volatility must be volatile, stable or immutable")
@@ -269,4 +283,6 @@ def _check_references(state: SecurityState, root: Path) -> None:
     for fn in state.functions.values():
         for role in fn.execute:
             if not known(role):
-                raise ChatsecError(f"policies in {root}: {fn.signature} names undeclared role {role}")
+                raise ChatsecError(
+                    f"policies in {root}: {fn.signature} names undeclared role {role}"
+                )

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PUBLIC = "PUBLIC"
-ROLE_ATTRIBUTES = ("login", "superuser", "createdb", "createrole", "bypassrls", "replication", "inherit")
+ROLE_ATTRIBUTES = (
+    "login",
+    "superuser",
+    "createdb",
+    "createrole",
+    "bypassrls",
+    "replication",
+    "inherit",
+)
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")

@@ -51,9 +51,9 @@ def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[st
                 sql.Identifier(policy.name), temp, sql.SQL(policy.command)
             )
             if policy.using is not None:
-                stmt += sql.SQL(" USING ({})").format(sql.SQL(policy.using))  # type: ignore[arg-type]
+                stmt += sql.SQL(" USING ({})").format(sql.SQL(policy.using))
             if policy.with_check is not None:
-                stmt += sql.SQL(" WITH CHECK ({})").format(sql.SQL(policy.with_check))  # type: ignore[arg-type]
+                stmt += sql.SQL(" WITH CHECK ({})").format(sql.SQL(policy.with_check))
             try:
                 with conn.transaction():
                     conn.execute(stmt)
@@ -75,8 +75,13 @@ def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[st
         for pname, using, check in rows:
             base = spec.policies[str(pname)]
             normalized[str(pname)] = PolicySpec(
-                base.name, base.table, base.command, base.roles, base.permissive,
-                None if using is None else str(using), None if check is None else str(check),
+                base.name,
+                base.table,
+                base.command,
+                base.roles,
+                base.permissive,
+                None if using is None else str(using),
+                None if check is None else str(check),
             )
         out[table] = normalized
     return out

@@ -59,7 +59,9 @@ def grant_privileges(privs: frozenset[str], on: str, grantee: str, revoke: bool 
     return f"GRANT {listed} ON {on} TO {ident(grantee)}"
 
 
-def table_grant_statements(table: str, grantee: str, grant: TableGrant, revoke: bool = False) -> list[str]:
+def table_grant_statements(
+    table: str, grantee: str, grant: TableGrant, revoke: bool = False
+) -> list[str]:
     out = []
     if grant.table:
         out.append(grant_privileges(grant.table, f"TABLE {ident(table)}", grantee, revoke))
@@ -97,11 +99,17 @@ def rls_statement(table: str, enabled: bool | None = None, forced: bool | None =
 
 def create_function(fn: FunctionSpec, replace: bool = False) -> str:
     head = "CREATE OR REPLACE FUNCTION" if replace else "CREATE FUNCTION"
-    lines = [f"{head} {fn.signature}", f"  RETURNS {fn.returns}", f"  LANGUAGE {fn.language}",
-             f"  {fn.volatility.upper()}"]
+    lines = [
+        f"{head} {fn.signature}",
+        f"  RETURNS {fn.returns}",
+        f"  LANGUAGE {fn.language}",
+        f"  {fn.volatility.upper()}",
+    ]
     lines.append("  SECURITY DEFINER" if fn.security_definer else "  SECURITY INVOKER")
     if fn.search_path is not None:
-        lines.append(f"  SET search_path = {literal(fn.search_path) if fn.search_path == '' else fn.search_path}")
+        lines.append(
+            f"  SET search_path = {literal(fn.search_path) if fn.search_path == '' else fn.search_path}"
+        )
     body = fn.body if fn.body.startswith("\n") else "\n" + fn.body
     if not body.endswith("\n"):
         body += "\n"

@@ -36,7 +36,10 @@ def _ops(statements: list[str], indent: str = "    ") -> str:
 
 
 def render_revision(
-    revision: str, down_revision: str | None, message: str, changes: list[Change],
+    revision: str,
+    down_revision: str | None,
+    message: str,
+    changes: list[Change],
     declared: SecurityState,
 ) -> str:
     role_up, owner_up, owner_down, role_down = split_statements(changes)
