@@ -165,3 +165,26 @@ def test_policy_that_does_not_compile_is_reported(deployed_db: ChatDB, tmp_path:
     path.write_text(path.read_text().replace("chat.my_contact_ids()", "chat.no_such_fn()"))
     with pytest.raises(ChatsecError, match="does not compile"):
         _plan(deployed_db, copy)
+
+
+def test_revision_command_end_to_end(sandbox: object, deployed_db: ChatDB, tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    env = {
+        "CHATSEC_DATABASE_URL": deployed_db.migrator.libpq,
+        "CHATSEC_ADMIN_DATABASE_URL": deployed_db.admin.libpq,
+    }
+    args = ["revision", "-m", "nothing new", "--versions", str(versions)]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert "no revision written" in result.output and not list(versions.iterdir())
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    path = copy / "tables" / "attachments.toml"
+    path.write_text(path.read_text().replace('table = ["SELECT", "DELETE"]', 'table = ["SELECT"]'))
+    result = CliRunner().invoke(cli, [*args, "--policies", str(copy)], env=env)
+    assert result.exit_code == 0, result.output
+    (written,) = versions.iterdir()
+    text = written.read_text()
+    assert "REVOKE DELETE ON TABLE chat.attachments FROM app_user" in text
+    assert "GRANT DELETE ON TABLE chat.attachments TO app_user" in text
