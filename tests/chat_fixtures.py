@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
+
+from chatsec.keys.keyring import Keyring
+from chatsec.keys.registry import verifier
+
+TEST_KEY = Keyring.empty(Path("unused-keyring.json")).generate()
 
 
 @dataclass(frozen=True)
@@ -22,7 +29,28 @@ class SeededChat:
 
 
 def prepare_writer(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Session settings a writer of chat.messages needs (extended when messages are encrypted)."""
+    """Session settings a writer of chat.messages needs: a registered encryption key.
+
+    The encryption trigger refuses rows without one, superuser included. One key per
+    test process, never on disk; a connection that may (the superuser seeding the chat)
+    registers it, and every writer sets it for its session (set_config, is_local = false).
+    """
+    key = TEST_KEY
+    can_register = conn.execute(
+        "SELECT pg_catalog.has_table_privilege('chat.encryption_keys', 'INSERT')"
+    ).fetchone()
+    if can_register and can_register[0]:
+        conn.execute(
+            "INSERT INTO chat.encryption_keys (id, verifier) VALUES (%s, %s) "
+            "ON CONFLICT (id) DO NOTHING",
+            (key.id, verifier(key)),
+        )
+    for name, value in (
+        ("app.encryption_key", key.material),
+        ("app.encryption_key_id", key.id),
+        ("app.decryption_keys", json.dumps({key.id: key.material})),
+    ):
+        conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
 
 
 def seed_chat(conn: psycopg.Connection[tuple[object, ...]]) -> SeededChat:

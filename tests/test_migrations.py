@@ -7,6 +7,7 @@ import pytest
 
 from chatsec.db.connect import connect
 from chatsec.migrate import runner
+from tests.chat_fixtures import prepare_writer
 from tests.conftest import ChatDB
 
 CHAT_TABLES = {"users", "threads", "thread_participants", "messages", "attachments"}
@@ -78,6 +79,7 @@ def test_updated_at_is_maintained_by_the_database(deployed_db: ChatDB) -> None:
 
 def test_parent_must_be_in_the_same_thread(deployed_db: ChatDB) -> None:
     with connect(deployed_db.admin) as conn:
+        prepare_writer(conn)
         uid = conn.execute(
             "INSERT INTO chat.users (email, username) VALUES ('p@example.com', 'p') RETURNING id"
         ).fetchone()

@@ -143,7 +143,7 @@ def test_server_settings(sandbox: Sandbox) -> None:
     assert settings["listen_addresses"] == "127.0.0.1"
     assert settings["password_encryption"] == "scram-sha-256"
     assert settings["shared_preload_libraries"] == "pg_stat_statements"
-    assert settings["ssl_min_protocol_version"] == "TLSv1.2"
+    assert settings["ssl_min_protocol_version"] == "TLSv1.3"
     assert settings["fsync"] == "on"
     assert int(settings["port"]) == sandbox.port
     assert hba_methods == {"scram-sha-256", "reject"}

@@ -203,5 +203,5 @@ def downgrade() -> None:
     op.execute('REVOKE USAGE ON SCHEMA chat FROM chat_auditor')
     op.execute('REVOKE USAGE ON SCHEMA chat FROM app_user')
     op.execute('RESET ROLE')
-    op.execute('REVOKE pg_read_all_settings FROM chat_auditor')
-    op.execute('REVOKE pg_monitor FROM chat_auditor')
+    # Role attributes and memberships are cluster-wide: not reverted here, as other
+    # databases of the cluster may still rely on them.

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import add_participant, create_thread, post_message, register_user
 from chatsec.db.url import DatabaseURL
+from chatsec.keys.keyring import Keyring, passphrase_from_env
+from chatsec.keys.manage import generate_key, register_keys
 from chatsec.migrate import runner
 from chatsec.sandbox import Sandbox
 
@@ -26,24 +28,41 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> None:
     runner.deploy(migrator)
     state = runner.status(migrator)
     say(f"2. deployed the chat schema and policies: revision {', '.join(state.current)}")
+    keyring = Keyring.load_or_empty(box.directory / "keyring.json", passphrase_from_env())
+    if not keyring.keys:
+        generate_key(keyring, migrator)
+    else:
+        register_keys(keyring, migrator)
+    say(f"   keyring {keyring.path} (mode 0600), active key {keyring.active.id}")
     engine = create_app_engine(urls["app"])
     try:
         ids = {name: uuid.uuid4() for name in SAMPLE_USERS}
         for name, uid in ids.items():
-            with user_transaction(engine, uid) as conn:
+            with user_transaction(engine, uid, keyring) as conn:
                 register_user(conn, uid, f"{name}-{uid.hex[:6]}@example.com", f"{name}_{uid.hex[:6]}")
-        with user_transaction(engine, ids["alice"]) as conn:
+        with user_transaction(engine, ids["alice"], keyring) as conn:
             thread = create_thread(conn, "alice and bob")
             add_participant(conn, thread, ids["bob"])
             first = post_message(conn, thread, "Hello Bob, this thread is private.")
-        with user_transaction(engine, ids["bob"]) as conn:
+        with user_transaction(engine, ids["bob"], keyring) as conn:
             post_message(conn, thread, "Hi Alice! Carol cannot see this.", parent_id=first)
         say("3. loaded a sample chat as the application login: 3 users, 1 thread, 2 messages")
         count = sa.text("SELECT count(*) FROM chat.messages WHERE thread_id = :t")
         for name, uid in ids.items():
-            with user_transaction(engine, uid) as conn:
+            with user_transaction(engine, uid, keyring) as conn:
                 seen = conn.execute(count, {"t": thread}).scalar_one()
             say(f"   {name} sees {seen} message(s) of the thread")
+        with user_transaction(engine, ids["alice"], keyring) as conn:
+            stored = conn.execute(
+                sa.text("SELECT content FROM chat.messages WHERE id = :id"), {"id": first}
+            ).scalar_one()
+            read = conn.execute(
+                sa.text("SELECT content FROM chat.messages_decrypted WHERE id = :id"), {"id": first}
+            ).scalar_one()
+        say("   stored in chat.messages (what disks, backups and dumps hold):")
+        for line in str(stored).splitlines()[:3]:
+            say(f"     {line}")
+        say(f"   read through chat.messages_decrypted with the keyring: {read}")
     finally:
         engine.dispose()
     say("4. connect with:")

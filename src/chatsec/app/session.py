@@ -9,9 +9,11 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from chatsec.errors import ChatsecError
+from chatsec.keys.keyring import Keyring
+from chatsec.keys.transaction import key_settings
 
 # is_local = true: PostgreSQL drops the setting when the transaction ends, so a
-# pooled connection never carries one user's identity into the next transaction.
+# pooled connection never carries one user's identity (or keys) into the next transaction.
 _SET_LOCAL = sa.text("SELECT pg_catalog.set_config(:name, :value, true)")
 
 
@@ -21,12 +23,22 @@ def set_local(conn: sa.Connection, name: str, value: str) -> None:
 
 
 @contextmanager
-def user_transaction(engine: sa.Engine, user_id: UUID | str) -> Iterator[sa.Connection]:
-    """A transaction acting for `user_id`: committed on success, rolled back on error."""
+def user_transaction(
+    engine: sa.Engine, user_id: UUID | str, keyring: Keyring | None = None
+) -> Iterator[sa.Connection]:
+    """A transaction acting for `user_id`: committed on success, rolled back on error.
+
+    With a keyring, messages written are encrypted with its active key and
+    chat.messages_decrypted reads with any of its readable keys (docs/encryption.md).
+    Without one, writing a message fails (no key) and reading gives ciphertext only.
+    """
     try:
         uid = str(UUID(str(user_id)))
     except ValueError:
         raise ChatsecError(f"not a user id (UUID expected): {user_id!r}") from None
     with engine.begin() as conn:
         set_local(conn, "app.user_id", uid)
+        if keyring is not None:
+            for name, value in key_settings(keyring):
+                set_local(conn, name, value)
         yield conn

@@ -40,9 +40,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chatsec.cli import demo, migrations, policy, sandbox
+    from chatsec.cli import audit, demo, keys, migrations, policy, sandbox, ssl
 
-    for module in (sandbox, migrations, policy, demo):
+    for module in (sandbox, migrations, policy, keys, audit, ssl, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

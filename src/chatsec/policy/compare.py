@@ -49,10 +49,15 @@ def diff_live(conn: Conn, declared: SecurityState) -> list[Change]:
         live = read_live_state(conn, declared)
         # Policies may call declared functions that do not exist yet (before the
         # revision that creates them): create those inside this rolled-back transaction.
+        # One that cannot be created here (its body needs a later schema) is reported
+        # as missing anyway; a policy that needs it then fails to compile, clearly.
         for ident, fn in declared.functions.items():
             if ident not in live.functions:
-                with conn.transaction():
-                    conn.execute(render.create_function(fn).encode())
+                try:
+                    with conn.transaction():
+                        conn.execute(render.create_function(fn).encode())
+                except psycopg.Error:
+                    pass
         normalized = normalize_policies(conn, declared)
     return compare(declared, live, normalized)
 

@@ -15,8 +15,12 @@ OWNER_ROLE = "chat_owner"
 _REV_FILE = re.compile(r"^(\d{4})_.*\.py$")
 
 
-def split_statements(changes: list[Change]) -> tuple[list[str], list[str], list[str], list[str]]:
-    """(role up, owner up, owner down, role down) in the order they must run."""
+def split_statements(changes: list[Change]) -> tuple[list[str], list[str], list[str]]:
+    """(role up, owner up, owner down) in the order they must run.
+
+    Role attributes and memberships are cluster-wide, so a downgrade of one database
+    does not revert them: other databases of the cluster may rely on them.
+    """
     unrenderable = [c for c in changes if not c.up]
     if unrenderable:
         c = unrenderable[0]
@@ -27,8 +31,7 @@ def split_statements(changes: list[Change]) -> tuple[list[str], list[str], list[
     role_up = [s for c in changes if c.kind in ROLE_KINDS for s in c.up]
     owner_up = [s for c in changes if c.kind not in ROLE_KINDS for s in c.up]
     owner_down = [s for c in reversed(changes) if c.kind not in ROLE_KINDS for s in c.down]
-    role_down = [s for c in reversed(changes) if c.kind in ROLE_KINDS for s in c.down]
-    return role_up, owner_up, owner_down, role_down
+    return role_up, owner_up, owner_down
 
 
 def _ops(statements: list[str], indent: str = "    ") -> str:
@@ -42,12 +45,12 @@ def render_revision(
     changes: list[Change],
     declared: SecurityState,
 ) -> str:
-    role_up, owner_up, owner_down, role_down = split_statements(changes)
+    role_up, owner_up, owner_down = split_statements(changes)
     # Every revision makes sure the roles it names exist, so it also runs on a fresh
     # cluster where an earlier revision's roles were never created.
     ensure = [render.create_role(r) for _, r in sorted(declared.roles.items())]
     up = ensure + role_up + [f"SET LOCAL ROLE {OWNER_ROLE}"] + owner_up + ["RESET ROLE"]
-    down = [f"SET LOCAL ROLE {OWNER_ROLE}"] + owner_down + ["RESET ROLE"] + role_down
+    down = [f"SET LOCAL ROLE {OWNER_ROLE}"] + owner_down + ["RESET ROLE"]
     summary = "\n".join(f"- {c.action} {c.kind} {c.object}: {c.detail}" for c in changes)
     return f'''"""{message}
 

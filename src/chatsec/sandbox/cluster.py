@@ -544,7 +544,7 @@ class Sandbox:
             "ssl_cert_file": _conf_str(str(tls / "server.crt")),
             "ssl_key_file": _conf_str(str(tls / "server.key")),
             "ssl_ca_file": _conf_str(str(self.ca_cert_path)),
-            "ssl_min_protocol_version": _conf_str("TLSv1.2"),
+            "ssl_min_protocol_version": _conf_str("TLSv1.3"),
             "password_encryption": _conf_str("scram-sha-256"),
             "shared_preload_libraries": _conf_str("pg_stat_statements"),
             "max_connections": "100",
@@ -637,6 +637,10 @@ class Sandbox:
                 sql.SQL("GRANT pg_monitor, pg_read_all_settings TO {} WITH ADMIN OPTION"),
                 LOGINS["migrator"],
             )
+            # pg_hba.conf is readable over SQL only by superusers by default; the audit's
+            # hba-rules check needs it (it reads rules, never changes them).
+            conn.execute("GRANT SELECT ON pg_catalog.pg_hba_file_rules TO chat_auditor")
+            conn.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO chat_auditor")
             has_db = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DATABASE,)
             ).fetchone()

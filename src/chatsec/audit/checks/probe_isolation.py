@@ -1,0 +1,44 @@
+"""Behaviour: as the application login, one user cannot read or write into another's thread."""
+
+from __future__ import annotations
+
+from chatsec.audit.check import Check, Skip
+from chatsec.audit.context import (
+    ENCRYPT_FUNCTION,
+    ENCRYPT_TRIGGER,
+    MESSAGES_TABLE,
+    AuditContext,
+)
+from chatsec.audit.finding import Finding
+from chatsec.audit.probe import run_isolation_probe
+
+
+def _run(ctx: AuditContext) -> list[Finding]:
+    if not ctx.probe.enabled:
+        raise Skip("probes disabled (--no-probe)")
+    if ctx.probe.app_url is None:
+        raise Skip("needs the application login: pass --app-url or set CHATSEC_APP_DATABASE_URL")
+    trigger = bool(ctx.scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = "
+        "pg_catalog.to_regclass(%s) AND (tgname = %s OR tgfoid = "
+        "pg_catalog.to_regprocedure(%s)))", (MESSAGES_TABLE, ENCRYPT_TRIGGER, ENCRYPT_FUNCTION)))
+    outcome = run_isolation_probe(ctx.probe.app_url, trigger, ctx.probe.keyring)
+    out = [CHECK.finding(obj, detail) for obj, detail in outcome.violations]
+    out += [CHECK.finding("probe", f"not run: {what}", level="info") for what in outcome.not_run]
+    return out
+
+
+CHECK = Check(
+    id="probe-isolation",
+    title="Isolation holds for the application login",
+    category="behaviour",
+    level="error",
+    description="In one always-rolled-back transaction as the app login, two synthetic users: "
+                "B cannot read A's thread, participants, profile or messages, cannot insert as "
+                "A, cannot move a message into A's thread, and (with the encryption trigger) "
+                "cannot store a message with no key. Needs: --app-url "
+                "(CHATSEC_APP_DATABASE_URL); with encryption deployed, --keyring for the "
+                "message sub-probes.",
+    remediation="restore the policies from policies/ (chatsec plan)",
+    run=_run,
+)

@@ -1,0 +1,167 @@
+"""The isolation probe: two synthetic users acting through RLS as the application login.
+
+Everything happens in one transaction that is always rolled back, so the probe
+leaves no row behind; its users and threads have random ids and .invalid emails.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import psycopg
+
+from chatsec.db.connect import connect
+from chatsec.db.url import DatabaseURL
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass
+class ProbeOutcome:
+    """Broken guarantees (`violations`) and guarantees that could not be exercised (`not_run`)."""
+
+    violations: list[tuple[str, str]] = field(default_factory=list)  # (object, detail)
+    not_run: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+
+def _denied(conn: Conn, statement: str, params: tuple[object, ...]) -> tuple[bool, str]:
+    """Run in a savepoint: (True, reason) when the server refuses, (False, rowcount) when not."""
+    try:
+        with conn.transaction():
+            cur = conn.execute(statement.encode(), params)
+            rows = cur.rowcount
+    except psycopg.Error as exc:
+        reason = (exc.diag.message_primary if exc.diag else None) or str(exc)
+        return True, reason.strip().splitlines()[0]
+    # An UPDATE that matches nothing was denied by the policy's USING: nothing moved.
+    return rows == 0 and statement.lstrip().upper().startswith("UPDATE"), f"{rows} row(s)"
+
+
+class _Actor:
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    def act_as(self, user: UUID) -> None:
+        # Transaction-local, exactly as chatsec.app does it.
+        self.conn.execute("SELECT pg_catalog.set_config('app.user_id', %s, true)", (str(user),))
+
+    def count(self, query: str, params: tuple[object, ...]) -> int:
+        row = self.conn.execute(query.encode(), params).fetchone()
+        return int(str(row[0])) if row else 0
+
+
+def _set_key(conn: Conn, key_id: str, material: str) -> None:
+    # Bind parameters only: the key never appears in SQL text.
+    conn.execute("SELECT pg_catalog.set_config('app.encryption_key', %s, true)", (material,))
+    conn.execute("SELECT pg_catalog.set_config('app.encryption_key_id', %s, true)", (key_id,))
+
+
+def _load_key(keyring: Path) -> tuple[str, str]:
+    from chatsec.keys.keyring import Keyring, passphrase_from_env
+
+    key = Keyring.load(keyring, passphrase_from_env()).active
+    return key.id, key.material
+
+
+def run_isolation_probe(app_url: DatabaseURL, trigger: bool, keyring: Path | None) -> ProbeOutcome:
+    out = ProbeOutcome()
+    conn: Conn = connect(app_url, application_name="chatsec audit probe")
+    try:
+        _probe(conn, out, trigger, keyring)
+    finally:
+        conn.rollback()
+        conn.close()
+    return out
+
+
+def _probe(conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None) -> None:
+    actor = _Actor(conn)
+    tag = secrets.token_hex(4)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    threads: dict[UUID, UUID] = {}
+    messages: dict[UUID, UUID] = {}
+    can_write_messages = not trigger
+    if trigger and keyring is not None:
+        _set_key(conn, *_load_key(keyring))
+        can_write_messages = True
+    for who, user in (("a", a), ("b", b)):
+        actor.act_as(user)
+        conn.execute(
+            "INSERT INTO chat.users (id, email, username) VALUES (%s, %s, %s)",
+            (user, f"probe-{who}-{tag}@chatsec.invalid", f"chatsec_probe_{who}_{tag}"),
+        )
+        thread = uuid.uuid4()
+        conn.execute(
+            "INSERT INTO chat.threads (id, name, created_by) VALUES (%s, 'chatsec probe', %s)",
+            (thread, user),
+        )
+        conn.execute(
+            "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+            "VALUES (%s, %s, 'owner')", (thread, user),
+        )
+        threads[user] = thread
+        if can_write_messages:
+            message = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+                "VALUES (%s, %s, %s, 'chatsec probe message')", (message, thread, user),
+            )
+            messages[user] = message
+
+    actor.act_as(b)
+    ta, tb = threads[a], threads[b]
+    reads: dict[str, tuple[str, tuple[object, ...]]] = {
+        "chat.threads": ("SELECT count(*) FROM chat.threads WHERE id = %s", (ta,)),
+        "chat.thread_participants": (
+            "SELECT count(*) FROM chat.thread_participants WHERE thread_id = %s", (ta,)),
+        "chat.users": ("SELECT count(*) FROM chat.users WHERE id = %s", (a,)),
+    }
+    if can_write_messages:
+        reads["chat.messages"] = ("SELECT count(*) FROM chat.messages WHERE thread_id = %s", (ta,))
+    for table, (query, params) in reads.items():
+        seen = actor.count(query, params)
+        out.checked.append(f"cross-thread read of {table}")
+        if seen:
+            out.violations.append((table, f"user B read {seen} row(s) of user A's thread "
+                                          "(cross-thread read)"))
+
+    spoofs: dict[str, tuple[str, tuple[object, ...]]] = {"chat.threads": (
+        "INSERT INTO chat.threads (id, name, created_by) VALUES (%s, 'spoof', %s)",
+        (uuid.uuid4(), a))}
+    if can_write_messages:
+        spoofs["chat.messages"] = (
+            "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+            "VALUES (%s, %s, %s, 'spoofed')", (uuid.uuid4(), tb, a))
+    for table, (statement, params) in spoofs.items():
+        denied, why = _denied(conn, statement, params)
+        out.checked.append(f"spoofed insert into {table}")
+        if not denied:
+            out.violations.append((table, f"user B inserted a row as user A (spoofed insert): "
+                                          f"{why}"))
+
+    if can_write_messages:
+        denied, why = _denied(conn, "UPDATE chat.messages SET thread_id = %s WHERE id = %s",
+                              (ta, messages[b]))
+        out.checked.append("moving a message to another thread")
+        if not denied:
+            out.violations.append(("chat.messages", f"user B moved a message into user A's "
+                                                    f"thread by UPDATE: {why}"))
+    else:
+        out.not_run.append("cross-thread message read, spoofed message insert and moving a "
+                           "message need a key while the encryption trigger is deployed: pass "
+                           "--keyring (or set CHATSEC_KEYRING)")
+
+    if trigger:
+        _set_key(conn, "", "")
+        denied, why = _denied(
+            conn, "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+                  "VALUES (%s, %s, %s, 'chatsec probe plaintext')", (uuid.uuid4(), tb, b))
+        out.checked.append("insert with no key")
+        if not denied:
+            out.violations.append(("chat.messages", "a message was stored with no encryption "
+                                                    "key in the transaction"))

@@ -1,0 +1,28 @@
+"""Renderers for an audit report: text, json, junit, sarif (one module each)."""
+
+from __future__ import annotations
+
+from chatsec.audit.finding import Level
+from chatsec.audit.runner import AuditReport
+
+FORMATS = ("text", "json", "junit", "sarif")
+
+
+def render(report: AuditReport, fmt: str, fail_on: Level, color: bool = False) -> str:
+    if fmt == "text":
+        from chatsec.audit.report.text import render_text
+
+        return render_text(report, fail_on, color=color)
+    if fmt == "json":
+        from chatsec.audit.report.json import render_json
+
+        return render_json(report, fail_on)
+    if fmt == "junit":
+        from chatsec.audit.report.junit import render_junit
+
+        return render_junit(report)
+    if fmt == "sarif":
+        from chatsec.audit.report.sarif import render_sarif
+
+        return render_sarif(report)
+    raise ValueError(fmt)

@@ -1,0 +1,58 @@
+"""A readable table per category, and one summary line."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from chatsec.audit.check import CATEGORIES
+from chatsec.audit.finding import Level
+from chatsec.audit.runner import AuditReport
+
+_STATUS_STYLE = {"passed": "green", "failed": "red", "skipped": "yellow"}
+_LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def summary_line(report: AuditReport, fail_on: Level) -> str:
+    verdict = "FAIL" if report.exit_code(fail_on) else "PASS"
+    return (
+        f"{verdict} {report.target}: {len(report.results)} checks, {report.count('passed')} "
+        f"passed, {report.count('failed')} failed, {report.count('skipped')} skipped; "
+        f"{report.findings_at('error')} error(s), {report.findings_at('warning')} warning(s), "
+        f"{report.findings_at('info')} info (fail on {fail_on}; "
+        f"{report.duration_s * 1000:.0f} ms)"
+    )
+
+
+def render_text(report: AuditReport, fail_on: Level, color: bool = False, width: int = 120) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
+                      highlight=False)
+    console.print(f"chatsec audit of {report.target} as {report.user}")
+    for category in CATEGORIES:
+        results = [r for r in report.results if r.category == category]
+        if not results:
+            continue
+        table = Table(title=category, title_justify="left", show_lines=False, expand=True)
+        table.add_column("status", no_wrap=True, width=7)
+        table.add_column("check", no_wrap=True)
+        table.add_column("level", no_wrap=True, width=7)
+        table.add_column("object", ratio=2, overflow="fold")
+        table.add_column("detail / remediation", ratio=4)
+        for r in results:
+            status = Text(r.status, style=_STATUS_STYLE[r.status])
+            if r.status == "skipped":
+                table.add_row(status, r.check_id, "", "", Text(r.skip_reason or "", style="dim"))
+            elif not r.findings:
+                table.add_row(status, r.check_id, "", "", Text(r.title, style="dim"))
+            for f in r.findings:
+                detail = Text(f.detail)
+                detail.append(f"\nfix: {f.remediation}", style="dim")
+                table.add_row(status, r.check_id, Text(f.level, style=_LEVEL_STYLE[f.level]),
+                              f.object, detail)
+        console.print(table)
+    console.print(summary_line(report, fail_on))
+    return buf.getvalue()

@@ -1,0 +1,85 @@
+"""`chatsec audit`: the checks against a live database, as text, JSON, JUnit or SARIF."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import cast
+
+import click
+
+from chatsec.audit.api import audit as run
+from chatsec.audit.finding import Level
+from chatsec.audit.registry import all_checks
+from chatsec.audit.report import FORMATS, render
+from chatsec.db.url import DatabaseURL, resolve_url
+from chatsec.errors import ChatsecError
+
+
+def write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ChatsecError(f"cannot write {output}: {exc.strerror}") from None
+
+
+def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for c in all_checks():
+        click.echo(f"{c.id:28} {c.category:15} {c.level:8} {c.title}")
+    ctx.exit(0)
+
+
+@click.command()
+@click.option("--database-url", "database_url", metavar="URL", default=None,
+              help="PostgreSQL URL of the auditor login (default: $CHATSEC_AUDIT_DATABASE_URL).")
+@click.option("--app-url", "app_url", metavar="URL", default=None,
+              help="Application login for the behavioural probes "
+                   "(default: $CHATSEC_APP_DATABASE_URL).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the report here instead of standard output.")
+@click.option("--fail-on", "fail_on", type=click.Choice(["error", "warning"]), default="error",
+              show_default=True, help="Exit 1 when a finding reaches this level.")
+@click.option("--probe/--no-probe", "probe", default=True, show_default=True,
+              help="Run the behavioural probes (app login isolation, non-TLS refusal).")
+@click.option("--check", "checks", multiple=True, metavar="ID",
+              help="Run only this check (repeatable); see --list-checks.")
+@click.option("--policies", "policies", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Policy directory (default: the policies/ shipped with chatsec).")
+@click.option("--keyring", "keyring", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Keyring for the probe's messages when the encryption trigger "
+                                 "is deployed (default: $CHATSEC_KEYRING).")
+@click.option("--list-checks", is_flag=True, expose_value=False, is_eager=True,
+              callback=_check_list, help="List the check ids and exit.")
+def audit(database_url: str | None, app_url: str | None, fmt: str, output: Path | None,
+          fail_on: str, probe: bool, checks: tuple[str, ...], policies: Path | None,
+          keyring: Path | None) -> None:
+    """Prove that the declared security is in force on a live database.
+
+    Runs as the auditor login (catalog and settings only, no chat data). Exit 0
+    when no finding reaches --fail-on, 1 when one does, 2 when the audit cannot run.
+    """
+    url = resolve_url(database_url, "CHATSEC_AUDIT_DATABASE_URL")
+    raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
+    app = DatabaseURL.parse(raw_app) if raw_app else None
+    ring = keyring or (Path(os.environ["CHATSEC_KEYRING"]) if os.environ.get("CHATSEC_KEYRING")
+                       else None)
+    level = cast(Level, fail_on)
+    report = run(url, app_url=app, policies=policies, check_ids=checks, probe=probe,
+                 keyring=ring)
+    color = fmt == "text" and output is None and sys.stdout.isatty()
+    write_output(render(report, fmt, level, color=color), output)
+    if output is not None and fmt != "text":
+        from chatsec.audit.report.text import summary_line
+
+        click.echo(summary_line(report, level), err=True)
+    raise SystemExit(report.exit_code(level))
+
+
+COMMANDS = [audit]

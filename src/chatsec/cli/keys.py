@@ -1,0 +1,150 @@
+"""`chatsec keys generate | register | status | rotate | retire` (docs/encryption.md)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from chatsec.cli.options import database_url_option
+from chatsec.db.url import DatabaseURL, resolve_url
+from chatsec.keys.keyring import Keyring, passphrase_from_env, resolve_keyring_path
+from chatsec.keys.manage import generate_key, key_status, register_keys, retire_key
+from chatsec.keys.rotate import DEFAULT_BATCH_SIZE, rotate
+
+_keyring_option = click.option(
+    "--keyring", "keyring_path", metavar="PATH", default=None,
+    help="Keyring file (default: $CHATSEC_KEYRING).",
+)
+
+
+def _load(keyring_path: str | None, create: bool = False) -> Keyring:
+    path = resolve_keyring_path(keyring_path)
+    if create:
+        return Keyring.load_or_empty(path, passphrase_from_env())
+    return Keyring.load(path, passphrase_from_env())
+
+
+class _RowsLeft(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        left = int(task.remaining or 0)
+        return Text(f"{left} left")
+
+
+class _RowsPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("- rows/s" if speed is None else f"{speed:,.0f} rows/s")
+
+
+@click.group()
+def keys() -> None:
+    """Encryption keys: a keyring file outside the database, registered ids inside it."""
+
+
+@keys.command()
+@_keyring_option
+@database_url_option()
+@click.option("--no-register", is_flag=True, help="Only write the keyring; register later.")
+def generate(keyring_path: str | None, database_url: str | None, no_register: bool) -> None:
+    """Add a new active key to the keyring (created 0600 if missing) and register it."""
+    keyring = _load(keyring_path, create=True)
+    url: DatabaseURL | None = None
+    if not no_register and (database_url or os.environ.get("CHATSEC_DATABASE_URL")):
+        url = resolve_url(database_url)
+    key = generate_key(keyring, url)
+    sealed = " (sealed)" if keyring.sealed else ""
+    click.echo(f"generated key {key.id}, active, in {keyring.path}{sealed}")
+    if url is None:
+        click.echo("not registered in a database yet: chatsec keys register")
+    else:
+        click.echo(f"registered {key.id} in {url.target}")
+
+
+@keys.command()
+@_keyring_option
+@database_url_option()
+def register(keyring_path: str | None, database_url: str | None) -> None:
+    """Register every key of the keyring that is not retired (ids and verifiers only)."""
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    added = register_keys(keyring, url)
+    click.echo(f"registered {', '.join(added) if added else 'nothing new'} in {url.target}")
+
+
+@keys.command()
+@_keyring_option
+@database_url_option()
+def status(keyring_path: str | None, database_url: str | None) -> None:
+    """Each key id: its status in the keyring, in the database, and how many rows use it."""
+    path = keyring_path or os.environ.get("CHATSEC_KEYRING")
+    keyring = _load(path) if path else None
+    url = resolve_url(database_url)
+    table = Table("key id", "keyring", "registered", "rows")
+    for row in key_status(keyring, url):
+        table.add_row(row.id or "(plaintext, no key)", row.in_keyring, row.registered,
+                      str(row.rows))
+    Console().print(table)
+
+
+@keys.command(name="rotate")
+@_keyring_option
+@database_url_option()
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
+              help="Rows re-encrypted per transaction.")
+@click.option("--no-vacuum", is_flag=True, help="Skip VACUUM (ANALYZE) chat.messages at the end.")
+def rotate_command(
+    keyring_path: str | None, database_url: str | None, batch_size: int, no_vacuum: bool
+) -> None:
+    """Re-encrypt every message under the active key, online; rerun to resume.
+
+    With rows left under older keys it finishes that rotation; otherwise it first
+    generates and registers a new active key.
+    """
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    columns = (TextColumn("re-encrypting"), BarColumn(), MofNCompleteColumn(), _RowsLeft(),
+               _RowsPerSecond(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task("rotate", total=None)
+
+        def started(key_id: str, generated: bool, left: int) -> None:
+            verb = "generated" if generated else "resuming with"
+            bar.console.print(f"{verb} active key {key_id}: {left} row(s) to re-encrypt")
+            bar.update(task, total=left, completed=0)
+
+        def progressed(done: int, left: int) -> None:
+            bar.update(task, completed=done, total=done + left)
+
+        result = rotate(keyring, url, batch_size, not no_vacuum, started, progressed)
+    click.echo(
+        f"every message is under key {result.key_id}: {result.rows} row(s) re-encrypted "
+        f"in {result.passes} pass(es)" + ("" if no_vacuum else ", vacuumed")
+    )
+
+
+@keys.command()
+@click.argument("key_id")
+@_keyring_option
+@database_url_option()
+def retire(key_id: str, keyring_path: str | None, database_url: str | None) -> None:
+    """Retire KEY_ID: refused while any message uses it."""
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    retire_key(keyring, url, key_id)
+    click.echo(f"retired key {key_id} in {keyring.path} and {url.target}")
+
+
+COMMANDS = [keys]

@@ -1,0 +1,50 @@
+"""Shared setup for the encryption tests: a keyring, an app engine, two users in a thread."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from chatsec.app import create_app_engine, user_transaction
+from chatsec.app.chat import add_participant, create_thread, register_user
+from chatsec.keys.keyring import Keyring
+from chatsec.keys.manage import generate_key
+from tests.conftest import ChatDB
+
+
+@dataclass
+class Chat:
+    engine: sa.Engine
+    keyring: Keyring
+    alice: uuid.UUID
+    bob: uuid.UUID
+    thread: uuid.UUID
+
+
+def make_chat(db: ChatDB, keyring_path: Path) -> Chat:
+    keyring = Keyring.load_or_empty(keyring_path)
+    generate_key(keyring, db.migrator)
+    engine = create_app_engine(db.app.libpq)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    for uid, name in ((alice, "alice"), (bob, "bob")):
+        with user_transaction(engine, uid, keyring) as conn:
+            register_user(conn, uid, f"{name}-{uid.hex[:8]}@example.com", f"{name}_{uid.hex[:8]}")
+    with user_transaction(engine, alice, keyring) as conn:
+        thread = create_thread(conn, "t")
+        add_participant(conn, thread, bob)
+    return Chat(engine, keyring, alice, bob, thread)
+
+
+def insert_many(chat: Chat, n: int, keyring: Keyring | None = None) -> None:
+    with user_transaction(chat.engine, chat.alice, keyring or chat.keyring) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO chat.messages (thread_id, user_id, content) "
+                "SELECT :t, chat.current_user_id(), 'bulk message ' || g "
+                "FROM pg_catalog.generate_series(1, :n) g"
+            ),
+            {"t": chat.thread, "n": n},
+        )
