@@ -350,6 +350,21 @@ CASES = [
         "UPDATE chat.attachments SET file_name = 'x' WHERE id = %(aa)s",
         "denied",
     ),
+    # the shipped view is security_invoker: the messages policies apply through it
+    Case("view-select-member", "bob", "SELECT id FROM chat.messages_decrypted", 2),
+    Case(
+        "view-select-nonmember",
+        "carol",
+        "SELECT id FROM chat.messages_decrypted WHERE thread_id = %(t)s",
+        0,
+    ),
+    Case("view-select-noid", None, "SELECT id FROM chat.messages_decrypted", 0),
+    Case(
+        "view-insert",
+        "alice",
+        "INSERT INTO chat.messages_decrypted (id, thread_id, user_id) VALUES (%(new)s, %(t)s, %(alice)s)",
+        "denied",
+    ),
     # escapes
     Case("escape-set-role-owner", "alice", "SET ROLE chat_owner", "denied"),
     Case(
@@ -428,3 +443,15 @@ def test_creator_becomes_owner_in_one_transaction(chat: SeededChat, app: Conn) -
             "VALUES (%(new)s, %(alice)s, 'owner')",
             params,
         )
+
+
+def test_every_view_is_security_invoker(shared_deployed_db: ChatDB) -> None:
+    with connect(shared_deployed_db.admin) as conn:
+        views = conn.execute(
+            "SELECT c.relname, coalesce(c.reloptions, '{}') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'chat' AND c.relkind = 'v'"
+        ).fetchall()
+    assert views, "no view found"
+    for name, options in views:
+        assert "security_invoker=true" in options, name
