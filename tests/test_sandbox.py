@@ -265,6 +265,9 @@ def test_stop_then_restart_on_a_new_port_when_the_old_one_is_taken(sandbox: Sand
     with pytest.raises(ChatsecError, match="is not running: chatsec sandbox start --dir"):
         sandbox.urls()
     with socket.socket() as squatter:
+        # The server's own closes (rejected logins) leave TIME_WAIT sockets on the old
+        # port; SO_REUSEADDR binds past them, and a live listener is what we test.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old_port))
         squatter.listen()
         sandbox.start()

@@ -46,6 +46,9 @@ def run_check(ctx: AuditContext, check: Check) -> CheckResult:
     try:
         # Nothing a check does may persist (temp objects, probe rows): always roll back.
         with ctx.conn.transaction(force_rollback=True):
+            # Only pg_catalog on the path: regclass/regprocedure then print every other
+            # schema, so objects are named the same whatever the login's search_path.
+            ctx.conn.execute("SET LOCAL search_path = pg_catalog")
             findings = check.run(ctx)
         result.findings = findings
         result.status = CheckResult.status_for(findings)

@@ -314,7 +314,7 @@ def verify_server(url: DatabaseURL, rootcert: Path | None = None, min_days: int 
         f"{host}:{port}", f"negotiated {hs.protocol}")] if weak_protocol else [], t))
 
     t = time.perf_counter()
-    cert_failed = any(r.status == "failed" and r.worst() >= 2 for r in results)
+    cert_failed = [r.check_id for r in results if r.status == "failed" and r.worst() >= 2]
     session = _session(url, rootcert)
     if isinstance(session, dict):
         tls.details["pg_stat_ssl"] = session
@@ -322,8 +322,8 @@ def verify_server(url: DatabaseURL, rootcert: Path | None = None, min_days: int 
             "pg_stat_ssl", "the session is not encrypted")], t))
     elif cert_failed:
         # libpq refusing a certificate the checks above already failed is that failure.
-        results.append(_skipped(SESSION, f"libpq refused the certificate already reported "
-                                         f"above: {session}"))
+        results.append(_skipped(SESSION, f"libpq refused the certificate that "
+                                         f"{', '.join(cert_failed)} already reports: {session}"))
     else:
         results.append(_result(SESSION, [SESSION.finding(f"{host}:{port}", session)], t))
 

@@ -32,7 +32,8 @@ def render_text(report: AuditReport, fail_on: Level, color: bool = False, width:
     console = Console(file=buf, width=width, force_terminal=color, no_color=not color,
                       highlight=False)
     console.print(f"chatsec audit of {report.target} as {report.user}")
-    for category in CATEGORIES:
+    extra = sorted({r.category for r in report.results} - set(CATEGORIES))  # e.g. ssl verify's
+    for category in (*CATEGORIES, *extra):
         results = [r for r in report.results if r.category == category]
         if not results:
             continue
@@ -54,5 +55,5 @@ def render_text(report: AuditReport, fail_on: Level, color: bool = False, width:
                 table.add_row(status, r.check_id, Text(f.level, style=_LEVEL_STYLE[f.level]),
                               f.object, detail)
         console.print(table)
-    console.print(summary_line(report, fail_on))
-    return buf.getvalue()
+    # One line whatever the width: CI logs and `tail -1` read it.
+    return buf.getvalue() + summary_line(report, fail_on) + "\n"
