@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
+from chatsec.audit.api import audit
+from chatsec.audit.report import render
 from chatsec.app.chat import add_participant, create_thread, post_message, register_user
 from chatsec.db.url import DatabaseURL
 from chatsec.keys.keyring import Keyring, passphrase_from_env
@@ -19,7 +21,8 @@ from chatsec.sandbox import Sandbox
 SAMPLE_USERS = ("alice", "bob", "carol")
 
 
-def run_demo(directory: Path, say: Callable[[str], None]) -> None:
+def run_demo(directory: Path, say: Callable[[str], None]) -> int:
+    """Run the demo; returns the audit's exit code (0 when every policy is in force)."""
     box = Sandbox(directory)
     box.start()
     urls = box.urls()
@@ -68,3 +71,11 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> None:
     say("4. connect with:")
     say(f'   eval "$(chatsec sandbox env --dir {box.status().directory})"')
     say('   psql "$CHATSEC_APP_DATABASE_URL"')
+    say("5. audit (as the auditor login, behavioural probes included):")
+    report = audit(
+        DatabaseURL.parse(urls["auditor"]),
+        app_url=DatabaseURL.parse(urls["app"]),
+        keyring=keyring.path,
+    )
+    say(render(report, "text", "error", color=False).rstrip("\n"))
+    return report.exit_code("error")

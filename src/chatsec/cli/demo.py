@@ -20,8 +20,11 @@ from chatsec.demo import run_demo
     help="Sandbox directory.",
 )
 def demo(directory: Path) -> None:
-    """Start the sandbox if needed, deploy, load a small sample chat, and show how to connect."""
-    run_demo(directory, click.echo)
+    """Start the sandbox if needed, deploy, load a sample chat, show how to connect, and audit.
+
+    Exits with the audit's code: 0 when every check passes, 1 when one fails.
+    """
+    raise SystemExit(run_demo(directory, click.echo))
 
 
 COMMANDS = [demo]
