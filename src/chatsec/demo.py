@@ -9,9 +9,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
+from chatsec.app.chat import add_participant, create_thread, post_message, register_user
 from chatsec.audit.api import audit
 from chatsec.audit.report import render
-from chatsec.app.chat import add_participant, create_thread, post_message, register_user
 from chatsec.db.url import DatabaseURL
 from chatsec.keys.keyring import Keyring, passphrase_from_env
 from chatsec.keys.manage import generate_key, register_keys
