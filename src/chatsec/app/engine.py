@@ -14,12 +14,20 @@ APP_URL_ENV = "CHATSEC_APP_DATABASE_URL"
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """Pool defaults from the design: at most 20 connections, 30 s idle, 2 s to connect."""
+    """Pool defaults from the design: at most 20 connections, 30 s idle, 2 s to connect.
+
+    `prepare_threshold` is psycopg's automatic preparation: a statement text executed
+    that many times on one connection becomes a server-side prepared statement, so
+    the hot queries (chatsec.queries) skip parsing and planning. 0 prepares on first
+    use; None turns preparation off (e.g. behind a transaction-mode PgBouncer older
+    than 1.21, which cannot track prepared statements).
+    """
 
     max_connections: int = 20
     idle_seconds: int = 30
     connect_timeout_seconds: int = 2
     checkout_timeout_seconds: float = 30.0
+    prepare_threshold: int | None = 5
 
 
 def create_app_engine(
@@ -54,6 +62,7 @@ def create_app_engine(
             "connect_timeout": settings.connect_timeout_seconds,
             "options": "-c search_path=chat",
             "application_name": "chatsec-app",
+            "prepare_threshold": settings.prepare_threshold,
         },
         **engine_kwargs,
     )

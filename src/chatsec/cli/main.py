@@ -40,9 +40,20 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from chatsec.cli import audit, demo, keys, migrations, policy, sandbox, ssl
+    from chatsec.cli import (
+        audit,
+        backup,
+        bench,
+        demo,
+        doctor,
+        keys,
+        migrations,
+        policy,
+        sandbox,
+        ssl,
+    )
 
-    for module in (sandbox, migrations, policy, keys, audit, ssl, demo):
+    for module in (sandbox, migrations, policy, keys, audit, ssl, doctor, backup, demo, bench):
         for command in module.COMMANDS:
             cli.add_command(command)
 

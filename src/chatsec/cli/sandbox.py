@@ -1,4 +1,4 @@
-"""`chatsec sandbox start|stop|status|env`: a throwaway TLS-only PostgreSQL cluster."""
+"""`chatsec sandbox start|stop|status|env|basebackup|pitr`: a throwaway TLS-only cluster."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from chatsec.ops.pitr import recover
 from chatsec.sandbox import Sandbox
 
 DEFAULT_DIR = Path(".chatsec/sandbox")
@@ -65,6 +66,59 @@ def status(directory: Path) -> None:
 def env(directory: Path) -> None:
     """Print `export` lines for the sandbox's URLs: eval "$(chatsec sandbox env)"."""
     click.echo(Sandbox(directory).env_lines())
+
+
+@sandbox.command()
+@_dir_option
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New directory for the base backup (plain format).",
+)
+def basebackup(directory: Path, output: Path) -> None:
+    """Take a base backup (pg_basebackup) of a sandbox started with --archive."""
+    path = Sandbox(directory).base_backup(output)
+    click.echo(f"base backup in {path}; WAL from then on is archived in {directory}/archive")
+
+
+@sandbox.command()
+@click.option(
+    "--base",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Base backup made by `chatsec sandbox basebackup`.",
+)
+@click.option(
+    "--target-time",
+    required=True,
+    metavar="TS",
+    help="Recover up to this time (ISO 8601 with a zone, e.g. 2026-11-25T10:00:00+00:00).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New sandbox directory for the recovered cluster.",
+)
+@click.option(
+    "--from-dir",
+    "source",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Sandbox whose WAL archive, TLS files and passwords are used.",
+)
+def pitr(base: Path, target_time: str, directory: Path, source: Path) -> None:
+    """Point-in-time recovery: a new sandbox from BASE plus archived WAL, up to TS."""
+    result = recover(base, target_time, directory, source)
+    replayed = result.recovered_to.isoformat() if result.recovered_to else "no transaction"
+    click.echo(
+        f"recovered sandbox running at {result.directory} (127.0.0.1:{result.port}), "
+        f"target {result.target_time.isoformat()}, last commit replayed: {replayed}"
+    )
+    click.echo(f'connect with: eval "$(chatsec sandbox env --dir {result.directory})"')
 
 
 COMMANDS = [sandbox]

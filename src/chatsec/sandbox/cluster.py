@@ -7,6 +7,7 @@ import os
 import pwd
 import secrets
 import shlex
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -57,6 +58,11 @@ hostssl   all all ::1/128        scram-sha-256
 hostnossl all all 0.0.0.0/0      reject
 hostnossl all all ::/0           reject
 """
+# "all" does not match replication connections: pg_basebackup needs its own line. Only
+# sandboxes started with --archive (the PITR drill) open it, and only to the admin over TLS.
+_HBA_REPLICATION = "hostssl   replication chatsec_admin 127.0.0.1/32 scram-sha-256\n"
+# Statistics for `chatsec doctor`; the library itself is preloaded by _write_config.
+_STAT_STATEMENTS = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public"
 _INCLUDE_LINE = "include_if_exists = 'chatsec.conf'"
 # sockaddr_un.sun_path holds 108 bytes including the trailing NUL.
 _MAX_SOCKET_PATH = 107
@@ -295,6 +301,90 @@ class Sandbox:
         with self.admin_connect() as conn:
             self._execute(conn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)"), name)
 
+    def base_backup(self, output: Path) -> Path:
+        """pg_basebackup into the new directory `output` (plain format, no WAL: the archive has it).
+
+        Plain format so a recovery only copies the directory; -X none because a sandbox
+        that may be recovered archives every segment anyway (start --archive is required).
+        """
+        state = self._require_state()
+        self._require_running()
+        if not state.archive:
+            raise ChatsecError(
+                f"sandbox at {self.directory} runs without WAL archiving, so a base backup could "
+                f"not be rolled forward: chatsec sandbox stop, then chatsec sandbox start --archive"
+            )
+        output = Path(output).expanduser().resolve()
+        if output.exists():
+            raise ChatsecError(f"{output} already exists: a base backup goes into a new directory")
+        output.mkdir(parents=True)
+        output.chmod(0o700)
+        self._chown_server(output)
+        conninfo = (
+            f"host={HOST} port={state.port} user={LOGINS['admin']} dbname=replication "
+            f"sslmode=verify-full sslrootcert={self.ca_cert_path}"
+        )
+        cmd = [str(self.bindir / "pg_basebackup"), "-D", str(output), "-F", "p", "-X", "none"]
+        cmd += ["-c", "fast", "--no-password", "-d", conninfo]
+        # The password travels in the child's environment, never in argv (visible in ps).
+        res = self._run_server_cmd(
+            cmd, timeout=600, extra_env={"PGPASSWORD": state.passwords[LOGINS["admin"]]}
+        )
+        if res.returncode != 0:
+            shutil.rmtree(output, ignore_errors=True)
+            hint = ""
+            if "pg_hba.conf" in res.stderr:
+                hint = " (restart the sandbox so pg_hba.conf gets its replication line)"
+            raise ChatsecError(
+                f"pg_basebackup failed for {self.directory}: {_one_line(res.stderr, 2)}{hint}"
+            )
+        return output
+
+    def recover_from(self, base: Path, source: Sandbox, settings: dict[str, str]) -> None:
+        """Create this sandbox from the base backup `base`, replaying `source`'s WAL archive.
+
+        `settings` are the recovery settings (target, action) for this first start only;
+        restore_command is set here. TLS files and passwords are copied from `source` so
+        its logins and CA work unchanged; only the port differs. Returns once pg_ctl
+        reports the server started (it may still be replaying).
+        """
+        if self._initialised or self.secrets_file.exists():
+            raise ChatsecError(
+                f"{self.directory} already holds a sandbox: recover into a new directory"
+            )
+        base = Path(base).expanduser().resolve()
+        if not (base / "PG_VERSION").is_file() or not (base / "backup_label").is_file():
+            raise ChatsecError(
+                f"{base} is not a plain-format base backup (no PG_VERSION or backup_label): "
+                f"make one with chatsec sandbox basebackup"
+            )
+        source_state = source._require_state()
+        if not source.archive_dir.is_dir() or not any(source.archive_dir.iterdir()):
+            raise ChatsecError(
+                f"{source.archive_dir} holds no archived WAL: the source must run with --archive"
+            )
+        self._prepare_layout()
+        state = _State(port=_free_port(), bootstrapped=True, passwords=dict(source_state.passwords))
+        self._check_socket_path(state.port)
+        for name, mode, server_owned in (
+            ("ca.key", 0o600, False),
+            ("ca.crt", 0o644, False),
+            ("server.crt", 0o644, False),
+            ("server.key", 0o600, True),
+        ):
+            data = (source.tls_dir / name).read_bytes()
+            self._write_file(self.tls_dir / name, data, mode, server_owned)
+        # Copied as the server user, so every file keeps the owner and modes postgres wants.
+        res = self._run_server_cmd(["cp", "-a", f"{base}/.", f"{self.data_dir}/"], timeout=600)
+        if res.returncode != 0:
+            raise ChatsecError(f"cannot copy {base} to {self.data_dir}: {_one_line(res.stderr)}")
+        archive = shlex.quote(str(source.archive_dir))
+        recovery = {"restore_command": _conf_str(f"cp {archive}/%f %p"), **settings}
+        self._save_state(state)
+        self._write_config(state, extra=recovery)
+        self._write_file(self.data_dir / "recovery.signal", b"", 0o600, server_owned=True)
+        self._pg_ctl_start()
+
     def server_pids(self) -> list[int]:
         """Processes of this cluster: every postgres process has data/ as its working directory."""
         pids = []
@@ -370,11 +460,15 @@ class Sandbox:
             os.chown(path, user.pw_uid, user.pw_gid)
 
     def _run_server_cmd(
-        self, cmd: Sequence[str], timeout: float = _PG_CTL_TIMEOUT_S + 30
+        self,
+        cmd: Sequence[str],
+        timeout: float = _PG_CTL_TIMEOUT_S + 30,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a server binary, as `postgres` when we are root (PostgreSQL refuses root)."""
         # PG* variables (PGDATA, PGPORT, ...) would silently redirect pg_ctl and initdb.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env |= extra_env or {}
         kwargs: dict[str, Any] = {}
         if self._as_root:
             user = self._server_user()
@@ -534,7 +628,7 @@ class Sandbox:
                 f"initdb failed for {self.data_dir}: {_one_line(res.stderr + res.stdout)}"
             )
 
-    def _write_config(self, state: _State) -> None:
+    def _write_config(self, state: _State, extra: dict[str, str] | None = None) -> None:
         tls = self.tls_dir
         settings = {
             "listen_addresses": _conf_str(HOST),
@@ -559,11 +653,13 @@ class Sandbox:
                 # Refuse to overwrite: an existing segment means the archive is shared or reused.
                 "archive_command": _conf_str(f"test ! -f {target}/%f && cp %p {target}/%f"),
             }
+        settings |= extra or {}
         conf = "# Managed by chatsec sandbox; rewritten on every start.\n" + "".join(
             f"{key} = {value}\n" for key, value in settings.items()
         )
         self._write_file(self.data_dir / "chatsec.conf", conf.encode(), 0o600, server_owned=True)
-        self._write_file(self.data_dir / "pg_hba.conf", PG_HBA.encode(), 0o600, server_owned=True)
+        hba = PG_HBA + (_HBA_REPLICATION if state.archive else "")
+        self._write_file(self.data_dir / "pg_hba.conf", hba.encode(), 0o600, server_owned=True)
         main_conf = self.data_dir / "postgresql.conf"
         if _INCLUDE_LINE not in main_conf.read_text().splitlines():
             # Appending keeps initdb's file (and its ownership); our settings come last and win.
@@ -637,10 +733,6 @@ class Sandbox:
                 sql.SQL("GRANT pg_monitor, pg_read_all_settings TO {} WITH ADMIN OPTION"),
                 LOGINS["migrator"],
             )
-            # pg_hba.conf is readable over SQL only by superusers by default; the audit's
-            # hba-rules check needs it (it reads rules, never changes them).
-            conn.execute("GRANT SELECT ON pg_catalog.pg_hba_file_rules TO chat_auditor")
-            conn.execute("GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO chat_auditor")
             has_db = conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DATABASE,)
             ).fetchone()
@@ -652,5 +744,25 @@ class Sandbox:
                     LOGINS["migrator"],
                 )
             self._lock_down_database(conn, DEFAULT_DATABASE)
+        # pg_hba.conf is readable over SQL only by superusers by default; the audit's
+        # hba-rules check needs it (it reads rules, never changes them). Catalog ACLs are
+        # per database: template1 passes the grant on to every database created later.
+        for database in ("template1", DEFAULT_DATABASE):
+            with self.admin_connect(database) as conn:
+                conn.execute("GRANT SELECT ON pg_catalog.pg_hba_file_rules TO chat_auditor")
+                conn.execute(
+                    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO chat_auditor"
+                )
+        # pg_stat_statements for `chatsec doctor` (creating it needs a superuser; the auditor
+        # reads it through pg_monitor). template1 hands it on to every database created later.
+        for database in ("template1", DEFAULT_DATABASE):
+            with self.admin_connect(database) as conn:
+                try:
+                    conn.execute(_STAT_STATEMENTS)
+                except psycopg.Error as exc:
+                    raise ChatsecError(
+                        f"sandbox could not create pg_stat_statements in {database}: "
+                        f"{_one_line(str(exc), 1)} (apt-get install postgresql-contrib)"
+                    ) from None
         state.bootstrapped = True
         self._save_state(state)

@@ -1,0 +1,1 @@
+"""Operations: health report (doctor), verified logical backups and restores, PITR drills."""
