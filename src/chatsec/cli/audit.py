@@ -13,6 +13,7 @@ from chatsec.audit.api import audit as run
 from chatsec.audit.finding import Level
 from chatsec.audit.registry import all_checks
 from chatsec.audit.report import FORMATS, render
+from chatsec.cli.options import database_url_option, keyring_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 
@@ -36,8 +37,7 @@ def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
 
 
 @click.command()
-@click.option("--database-url", "database_url", metavar="URL", default=None,
-              help="PostgreSQL URL of the auditor login (default: $CHATSEC_AUDIT_DATABASE_URL).")
+@database_url_option("CHATSEC_AUDIT_DATABASE_URL", "auditor")
 @click.option("--app-url", "app_url", metavar="URL", default=None,
               help="Application login for the behavioural probes "
                    "(default: $CHATSEC_APP_DATABASE_URL).")
@@ -52,14 +52,13 @@ def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
               help="Run only this check (repeatable); see --list-checks.")
 @click.option("--policies", "policies", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Policy directory (default: the policies/ shipped with chatsec).")
-@click.option("--keyring", "keyring", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Keyring for the probe's messages when the encryption trigger "
-                                 "is deployed (default: $CHATSEC_KEYRING).")
+@keyring_option("Keyring for the probe's messages when the encryption trigger is deployed "
+                "(default: $CHATSEC_KEYRING).")
 @click.option("--list-checks", is_flag=True, expose_value=False, is_eager=True,
               callback=_check_list, help="List the check ids and exit.")
 def audit(database_url: str | None, app_url: str | None, fmt: str, output: Path | None,
           fail_on: str, probe: bool, checks: tuple[str, ...], policies: Path | None,
-          keyring: Path | None) -> None:
+          keyring_path: Path | None) -> None:
     """Prove that the declared security is in force on a live database.
 
     Runs as the auditor login (catalog and settings only, no chat data). Exit 0
@@ -68,11 +67,9 @@ def audit(database_url: str | None, app_url: str | None, fmt: str, output: Path 
     url = resolve_url(database_url, "CHATSEC_AUDIT_DATABASE_URL")
     raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
     app = DatabaseURL.parse(raw_app) if raw_app else None
-    ring = keyring or (Path(os.environ["CHATSEC_KEYRING"]) if os.environ.get("CHATSEC_KEYRING")
-                       else None)
     level = cast(Level, fail_on)
     report = run(url, app_url=app, policies=policies, check_ids=checks, probe=probe,
-                 keyring=ring)
+                 keyring=keyring_path)
     color = fmt == "text" and output is None and sys.stdout.isatty()
     write_output(render(report, fmt, level, color=color), output)
     if output is not None and fmt != "text":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from chatsec.cli.options import keyring_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.keys.keyring import Keyring, passphrase_from_env
 from chatsec.ops.backup import backup as take_backup
@@ -17,15 +18,10 @@ ADMIN_ENV = "CHATSEC_ADMIN_DATABASE_URL"
 
 
 def _keyring(path: Path | None) -> Keyring | None:
-    raw = path or (Path(os.environ["CHATSEC_KEYRING"]) if os.environ.get("CHATSEC_KEYRING")
-                   else None)  # fmt: skip
-    return Keyring.load(raw.expanduser(), passphrase_from_env()) if raw else None
+    return Keyring.load(path.expanduser(), passphrase_from_env()) if path else None
 
 
-_keyring_option = click.option(
-    "--keyring", "keyring_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Keyring (default: $CHATSEC_KEYRING).",
-)  # fmt: skip
+_keyring_option = keyring_option()
 
 
 @click.command()

@@ -11,7 +11,7 @@ from chatsec.bench.generate import Scale
 from chatsec.bench.report import print_text, to_json
 from chatsec.bench.run import BenchConfig, run_bench
 from chatsec.bench.target import Logins, sandbox_logins
-from chatsec.cli.sandbox import DEFAULT_DIR
+from chatsec.cli.options import DEFAULT_SANDBOX_DIR as DEFAULT_DIR
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 

@@ -6,19 +6,12 @@ from pathlib import Path
 
 import click
 
-from chatsec.cli.sandbox import DEFAULT_DIR
+from chatsec.cli.options import sandbox_dir_option
 from chatsec.demo import run_demo
 
 
 @click.command()
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="Sandbox directory.",
-)
+@sandbox_dir_option()
 def demo(directory: Path) -> None:
     """Start the sandbox if needed, deploy, load a sample chat, show how to connect, and audit.
 

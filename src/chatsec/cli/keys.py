@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -18,20 +19,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from chatsec.cli.options import database_url_option
+from chatsec.cli.options import database_url_option, keyring_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.keys.keyring import Keyring, passphrase_from_env, resolve_keyring_path
 from chatsec.keys.manage import generate_key, key_status, register_keys, retire_key
 from chatsec.keys.rotate import DEFAULT_BATCH_SIZE, rotate
 
-_keyring_option = click.option(
-    "--keyring", "keyring_path", metavar="PATH", default=None,
-    help="Keyring file (default: $CHATSEC_KEYRING).",
-)
+_keyring_option = keyring_option()
 
 
-def _load(keyring_path: str | None, create: bool = False) -> Keyring:
-    path = resolve_keyring_path(keyring_path)
+def _load(keyring_path: Path | None, create: bool = False) -> Keyring:
+    path = resolve_keyring_path(str(keyring_path) if keyring_path else None)
     if create:
         return Keyring.load_or_empty(path, passphrase_from_env())
     return Keyring.load(path, passphrase_from_env())
@@ -58,7 +56,7 @@ def keys() -> None:
 @_keyring_option
 @database_url_option()
 @click.option("--no-register", is_flag=True, help="Only write the keyring; register later.")
-def generate(keyring_path: str | None, database_url: str | None, no_register: bool) -> None:
+def generate(keyring_path: Path | None, database_url: str | None, no_register: bool) -> None:
     """Add a new active key to the keyring (created 0600 if missing) and register it."""
     keyring = _load(keyring_path, create=True)
     url: DatabaseURL | None = None
@@ -76,7 +74,7 @@ def generate(keyring_path: str | None, database_url: str | None, no_register: bo
 @keys.command()
 @_keyring_option
 @database_url_option()
-def register(keyring_path: str | None, database_url: str | None) -> None:
+def register(keyring_path: Path | None, database_url: str | None) -> None:
     """Register every key of the keyring that is not retired (ids and verifiers only)."""
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -87,10 +85,10 @@ def register(keyring_path: str | None, database_url: str | None) -> None:
 @keys.command()
 @_keyring_option
 @database_url_option()
-def status(keyring_path: str | None, database_url: str | None) -> None:
+def status(keyring_path: Path | None, database_url: str | None) -> None:
     """Each key id: its status in the keyring, in the database, and how many rows use it."""
-    path = keyring_path or os.environ.get("CHATSEC_KEYRING")
-    keyring = _load(path) if path else None
+    # The option reads $CHATSEC_KEYRING itself; without either, show the database side only.
+    keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
     table = Table("key id", "keyring", "registered", "rows")
     for row in key_status(keyring, url):
@@ -106,7 +104,7 @@ def status(keyring_path: str | None, database_url: str | None) -> None:
               help="Rows re-encrypted per transaction.")
 @click.option("--no-vacuum", is_flag=True, help="Skip VACUUM (ANALYZE) chat.messages at the end.")
 def rotate_command(
-    keyring_path: str | None, database_url: str | None, batch_size: int, no_vacuum: bool
+    keyring_path: Path | None, database_url: str | None, batch_size: int, no_vacuum: bool
 ) -> None:
     """Re-encrypt every message under the active key, online; rerun to resume.
 
@@ -139,7 +137,7 @@ def rotate_command(
 @click.argument("key_id")
 @_keyring_option
 @database_url_option()
-def retire(key_id: str, keyring_path: str | None, database_url: str | None) -> None:
+def retire(key_id: str, keyring_path: Path | None, database_url: str | None) -> None:
     """Retire KEY_ID: refused while any message uses it."""
     keyring = _load(keyring_path)
     url = resolve_url(database_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import click
@@ -19,4 +20,30 @@ def database_url_option(
         metavar="URL",
         default=None,
         help=f"PostgreSQL URL of the {role} login (default: ${env_var}).",
+    )
+
+
+DEFAULT_SANDBOX_DIR = Path(".chatsec/sandbox")
+
+
+def sandbox_dir_option(help: str = "Sandbox directory.") -> Callable[[F], F]:
+    return click.option(
+        "--dir",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_SANDBOX_DIR,
+        show_default=True,
+        help=help,
+    )
+
+
+def keyring_option(help: str = "Keyring file (default: $CHATSEC_KEYRING).") -> Callable[[F], F]:
+    """--keyring PATH, passed as `keyring_path` (None when not given)."""
+    return click.option(
+        "--keyring",
+        "keyring_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        envvar="CHATSEC_KEYRING",
+        help=help,
     )

@@ -6,19 +6,11 @@ from pathlib import Path
 
 import click
 
+from chatsec.cli.options import DEFAULT_SANDBOX_DIR, sandbox_dir_option
 from chatsec.ops.pitr import recover
 from chatsec.sandbox import Sandbox
 
-DEFAULT_DIR = Path(".chatsec/sandbox")
-
-_dir_option = click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="Where the cluster, its certificates and its passwords live.",
-)
+_dir_option = sandbox_dir_option("Where the cluster, its certificates and its passwords live.")
 
 
 @click.group()
@@ -106,7 +98,7 @@ def basebackup(directory: Path, output: Path) -> None:
     "--from-dir",
     "source",
     type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
+    default=DEFAULT_SANDBOX_DIR,
     show_default=True,
     help="Sandbox whose WAL archive, TLS files and passwords are used.",
 )
