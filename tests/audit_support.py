@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,9 @@ def run_audit(db: Any, probe: bool = False, **kwargs: Any) -> AuditReport:
 
 def encryption_deployed(db: Any) -> bool:
     with db.sandbox.admin_connect(db.name) as conn:
-        row = conn.execute("SELECT to_regprocedure('chat.encrypt_message()') IS NOT NULL").fetchone()
+        row = conn.execute(
+            "SELECT to_regprocedure('chat.encrypt_message()') IS NOT NULL"
+        ).fetchone()
     return bool(row and row[0])
 
 
@@ -45,17 +45,6 @@ def reload(box: Sandbox, until: Callable[[], bool], timeout: float = 10.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError("the server did not pick up the reloaded configuration")
         time.sleep(0.05)
-
-
-def scratch_sandbox() -> Iterator[Sandbox]:
-    """A second, small cluster for breaking server-wide things (pg_hba.conf, certificates)."""
-    box = Sandbox(Path(tempfile.mkdtemp(dir="/var/tmp", prefix="chatsec-scratch-")))
-    box.start()
-    try:
-        yield box
-    finally:
-        box.stop()
-        shutil.rmtree(box.directory, ignore_errors=True)
 
 
 def write_server_file(box: Sandbox, path: Path, data: bytes, mode: int = 0o600) -> None:

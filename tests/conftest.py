@@ -45,17 +45,23 @@ class ChatDB:
         return self.url("admin")
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
+def scratch_sandbox(prefix: str = "chatsec-scratch-", archive: bool = False) -> Iterator[Sandbox]:
+    """A started sandbox in a new directory, stopped and removed afterwards (yield from it)."""
     # /var/tmp, not pytest's tmp_path: the server runs as `postgres`, which cannot
     # traverse root's 0700 pytest directories.
-    box = Sandbox(Path(tempfile.mkdtemp(dir="/var/tmp", prefix="chatsec-session-")))
-    box.start()
+    box = Sandbox(Path(tempfile.mkdtemp(dir="/var/tmp", prefix=prefix)))
+    box.start(archive=archive)
     try:
         yield box
     finally:
         box.stop()
         shutil.rmtree(box.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """The session's cluster, shared by every test that needs only a database of its own."""
+    yield from scratch_sandbox("chatsec-session-")
 
 
 def _new_db(sandbox: Sandbox, template: str | None = None) -> ChatDB:

@@ -22,9 +22,9 @@ from tests.audit_support import (
     reload,
     result,
     run_audit,
-    scratch_sandbox,
     write_server_file,
 )
+from tests.conftest import scratch_sandbox
 
 
 def _admin(db: Any) -> Any:
@@ -46,17 +46,28 @@ def _keyring(db: Any, tmp_path: Path) -> Path | None:
 def test_registry_one_module_per_check_with_unique_ids() -> None:
     checks = all_checks()
     assert len({c.id for c in checks}) == len(checks) >= 24
-    assert {c.category for c in checks} >= {"declared-state", "privileges", "functions",
-                                            "encryption", "server", "behaviour"}
+    assert {c.category for c in checks} >= {
+        "declared-state",
+        "privileges",
+        "functions",
+        "encryption",
+        "server",
+        "behaviour",
+    }
     with pytest.raises(ChatsecError, match="unknown check id"):
         select_checks(["no-such-check"])
 
 
-def test_clean_deploy_has_no_error_and_no_avoidable_warning(deployed_db: Any,
-                                                            tmp_path: Path) -> None:
+def test_clean_deploy_has_no_error_and_no_avoidable_warning(
+    deployed_db: Any, tmp_path: Path
+) -> None:
     report = run_audit(deployed_db, probe=True, keyring=_keyring(deployed_db, tmp_path))
-    bad = [(f.check_id, f.object, f.detail) for r in report.results for f in r.findings
-           if f.level != "info"]
+    bad = [
+        (f.check_id, f.object, f.detail)
+        for r in report.results
+        for f in r.findings
+        if f.level != "info"
+    ]
     assert bad == []
     assert failing(report) == set()
     # Reading password hashes needs a superuser: the only thing the auditor cannot verify.
@@ -80,33 +91,48 @@ def test_auditor_without_app_url_skips_isolation_probe_naming_the_option(
     [
         ("rls-enabled", ["ALTER TABLE chat.threads DISABLE ROW LEVEL SECURITY"]),
         ("rls-forced", ["ALTER TABLE chat.messages NO FORCE ROW LEVEL SECURITY"]),
-        ("policies-match", ["ALTER POLICY threads_select_participant ON chat.threads "
-                            "USING (id IN (SELECT chat.my_thread_ids()) OR is_archived)"]),
+        (
+            "policies-match",
+            [
+                "ALTER POLICY threads_select_participant ON chat.threads "
+                "USING (id IN (SELECT chat.my_thread_ids()) OR is_archived)"
+            ],
+        ),
         ("app-user-grants", ["GRANT TRUNCATE ON chat.messages TO app_user"]),
         ("public-grants", ["GRANT SELECT ON chat.users TO PUBLIC"]),
-        ("default-privileges", ["ALTER DEFAULT PRIVILEGES FOR ROLE chat_owner "
-                                "GRANT SELECT ON TABLES TO app_user"]),
+        (
+            "default-privileges",
+            ["ALTER DEFAULT PRIVILEGES FOR ROLE chat_owner GRANT SELECT ON TABLES TO app_user"],
+        ),
         ("definer-search-path", ["ALTER FUNCTION chat.my_thread_ids() RESET search_path"]),
         ("definer-public-execute", ["GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC"]),
         ("functions-match", ["ALTER FUNCTION chat.current_user_id() VOLATILE"]),
-        ("objects-match", ["SET ROLE chat_owner", "CREATE TABLE chat.stray (id int)",
-                           "ALTER TABLE chat.stray ENABLE ROW LEVEL SECURITY",
-                           "ALTER TABLE chat.stray FORCE ROW LEVEL SECURITY", "RESET ROLE"]),
+        (
+            "objects-match",
+            [
+                "SET ROLE chat_owner",
+                "CREATE TABLE chat.stray (id int)",
+                "ALTER TABLE chat.stray ENABLE ROW LEVEL SECURITY",
+                "ALTER TABLE chat.stray FORCE ROW LEVEL SECURITY",
+                "RESET ROLE",
+            ],
+        ),
         ("pgcrypto-installed", ["DROP EXTENSION pgcrypto"]),
-        ("key-in-database", ["ALTER DATABASE {db} SET app.encryption_key = '"
-                             + "ab" * 32 + "'"]),
+        ("key-in-database", ["ALTER DATABASE {db} SET app.encryption_key = '" + "ab" * 32 + "'"]),
         ("logging-leaks-keys", ["ALTER DATABASE {db} SET log_statement = 'all'"]),
         ("password-encryption", ["ALTER DATABASE {db} SET password_encryption = 'md5'"]),
     ],
 )
-def test_each_breakage_fires_exactly_its_check(deployed_db: Any, check_id: str,
-                                               statements: list[str]) -> None:
+def test_each_breakage_fires_exactly_its_check(
+    deployed_db: Any, check_id: str, statements: list[str]
+) -> None:
     with _admin(deployed_db) as conn:
         for stmt in statements:
             conn.execute(stmt.replace("{db}", f'"{deployed_db.name}"'))
     report = run_audit(deployed_db)
     assert failing(report) == {check_id}, [
-        (f.check_id, f.detail) for r in report.results for f in r.findings if f.level != "info"]
+        (f.check_id, f.detail) for r in report.results for f in r.findings if f.level != "info"
+    ]
     assert all(f.check_id == check_id for f in result(report, check_id).findings)
 
 
@@ -119,11 +145,15 @@ def test_always_true_write_policy_for_app_user_fires_even_when_declared(
 
     shutil.copytree(policies_dir(), policies)
     with (policies / "tables" / "threads.toml").open("a") as fh:
-        fh.write('\n[[policies]]\nname = "threads_update_anything"\ncommand = "UPDATE"\n'
-                 'roles = ["app_user"]\nusing = "true"\nwith_check = "true"\n')
+        fh.write(
+            '\n[[policies]]\nname = "threads_update_anything"\ncommand = "UPDATE"\n'
+            'roles = ["app_user"]\nusing = "true"\nwith_check = "true"\n'
+        )
     with _admin(deployed_db) as conn:
-        conn.execute("CREATE POLICY threads_update_anything ON chat.threads FOR UPDATE "
-                     "TO app_user USING (true) WITH CHECK (true)")
+        conn.execute(
+            "CREATE POLICY threads_update_anything ON chat.threads FOR UPDATE "
+            "TO app_user USING (true) WITH CHECK (true)"
+        )
     report = run_audit(deployed_db, policies=policies)
     assert failing(report) == {"permissive-true-write"}
     errors = [f for f in result(report, "permissive-true-write").findings if f.level == "error"]
@@ -182,8 +212,12 @@ def test_md5_password_hash_is_found_by_a_superuser_and_skipped_for_the_auditor(
 def test_isolation_probe_catches_rls_turned_off(deployed_db: Any, tmp_path: Path) -> None:
     with _admin(deployed_db) as conn:
         conn.execute("ALTER TABLE chat.threads DISABLE ROW LEVEL SECURITY")
-    report = run_audit(deployed_db, probe=True, keyring=_keyring(deployed_db, tmp_path),
-                       check_ids=["probe-isolation", "rls-enabled"])
+    report = run_audit(
+        deployed_db,
+        probe=True,
+        keyring=_keyring(deployed_db, tmp_path),
+        check_ids=["probe-isolation", "rls-enabled"],
+    )
     assert failing(report) == {"probe-isolation", "rls-enabled"}
     details = [f.detail for f in result(report, "probe-isolation").findings]
     assert any("cross-thread read" in d for d in details)
@@ -195,10 +229,16 @@ def test_isolation_probe_catches_rls_turned_off(deployed_db: Any, tmp_path: Path
 
 def test_isolation_probe_catches_a_spoofing_policy(deployed_db: Any, tmp_path: Path) -> None:
     with _admin(deployed_db) as conn:
-        conn.execute("CREATE POLICY threads_insert_any ON chat.threads FOR INSERT TO app_user "
-                     "WITH CHECK (true)")
-    report = run_audit(deployed_db, probe=True, keyring=_keyring(deployed_db, tmp_path),
-                       check_ids=["probe-isolation"])
+        conn.execute(
+            "CREATE POLICY threads_insert_any ON chat.threads FOR INSERT TO app_user "
+            "WITH CHECK (true)"
+        )
+    report = run_audit(
+        deployed_db,
+        probe=True,
+        keyring=_keyring(deployed_db, tmp_path),
+        check_ids=["probe-isolation"],
+    )
     details = [f.detail for f in result(report, "probe-isolation").findings]
     assert any("spoofed insert" in d for d in details), details
 
@@ -239,14 +279,20 @@ def test_plaintext_written_with_the_trigger_off_fires_plaintext_rows(deployed_db
         for name, _ in checks:
             conn.execute(f'ALTER TABLE chat.messages DROP CONSTRAINT "{name}"')
         conn.execute(f'ALTER TABLE chat.messages DISABLE TRIGGER "{trigger}"')
-        conn.execute("INSERT INTO chat.users (id, email, username) VALUES "
-                     "('00000000-0000-0000-0000-000000000001', 'p@x.invalid', 'p')")
-        conn.execute("INSERT INTO chat.threads (id, created_by) VALUES "
-                     "('00000000-0000-0000-0000-000000000002', "
-                     "'00000000-0000-0000-0000-000000000001')")
-        conn.execute("INSERT INTO chat.messages (thread_id, user_id, content) VALUES "
-                     "('00000000-0000-0000-0000-000000000002', "
-                     "'00000000-0000-0000-0000-000000000001', 'hello in plaintext')")
+        conn.execute(
+            "INSERT INTO chat.users (id, email, username) VALUES "
+            "('00000000-0000-0000-0000-000000000001', 'p@x.invalid', 'p')"
+        )
+        conn.execute(
+            "INSERT INTO chat.threads (id, created_by) VALUES "
+            "('00000000-0000-0000-0000-000000000002', "
+            "'00000000-0000-0000-0000-000000000001')"
+        )
+        conn.execute(
+            "INSERT INTO chat.messages (thread_id, user_id, content) VALUES "
+            "('00000000-0000-0000-0000-000000000002', "
+            "'00000000-0000-0000-0000-000000000001', 'hello in plaintext')"
+        )
         conn.execute(f'ALTER TABLE chat.messages ENABLE TRIGGER "{trigger}"')
         for name, definition in checks:
             suffix = "" if "NOT VALID" in definition else " NOT VALID"
@@ -258,8 +304,10 @@ def test_plaintext_written_with_the_trigger_off_fires_plaintext_rows(deployed_db
 
 def test_key_in_a_function_body_fires_key_in_database(deployed_db: Any) -> None:
     with _admin(deployed_db) as conn:
-        conn.execute("CREATE FUNCTION public.leak() RETURNS text LANGUAGE sql "
-                     "SET search_path = '' AS $$ SELECT '" + "cd" * 32 + "'::text $$")
+        conn.execute(
+            "CREATE FUNCTION public.leak() RETURNS text LANGUAGE sql "
+            "SET search_path = '' AS $$ SELECT '" + "cd" * 32 + "'::text $$"
+        )
     report = run_audit(deployed_db, check_ids=["key-in-database"])
     assert [f.object for f in result(report, "key-in-database").findings] == ["public.leak()"]
 
@@ -305,8 +353,9 @@ hostnossl all all ::/0           reject
 """
 
 
-def test_hba_accepting_non_tls_fires_hba_rules_then_the_probe(scratch: Sandbox,
-                                                             scratch_db: Any) -> None:
+def test_hba_accepting_non_tls_fires_hba_rules_then_the_probe(
+    scratch: Sandbox, scratch_db: Any
+) -> None:
     hba = scratch.data_dir / "pg_hba.conf"
     original = hba.read_bytes()
     try:
@@ -335,6 +384,7 @@ def test_tls_1_2_minimum_is_a_warning(scratch: Sandbox, scratch_db: Any) -> None
         conn.execute("ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1.2'")
         conn.execute("SELECT pg_reload_conf()")
         try:
+
             def applied() -> bool:
                 with scratch.admin_connect() as c:
                     row = c.execute("SHOW ssl_min_protocol_version").fetchone()

@@ -19,7 +19,7 @@ from chatsec.errors import ChatsecError
 from chatsec.migrate import runner
 from chatsec.ops.pitr import parse_target_time, recover
 from chatsec.sandbox import Sandbox
-from tests.conftest import ChatDB
+from tests.conftest import ChatDB, scratch_sandbox
 from tests.encryption_support import Chat, make_chat
 
 ARMOR = "-----BEGIN PGP MESSAGE-----"
@@ -27,13 +27,7 @@ ARMOR = "-----BEGIN PGP MESSAGE-----"
 
 @pytest.fixture()
 def archiving() -> Iterator[Sandbox]:
-    box = Sandbox(Path(tempfile.mkdtemp(dir="/var/tmp", prefix="chatsec-pitr-src-")))
-    box.start(archive=True)
-    try:
-        yield box
-    finally:
-        box.stop()
-        shutil.rmtree(box.directory, ignore_errors=True)
+    yield from scratch_sandbox("chatsec-pitr-src-", archive=True)
 
 
 @pytest.fixture()

@@ -16,7 +16,8 @@ from chatsec.db.url import DatabaseURL
 from chatsec.sandbox import Sandbox
 from chatsec.tls.certs import PemPair, make_server_cert
 from chatsec.tls.verify import fetch_chain, verify_server
-from tests.audit_support import failing, reload, scratch_sandbox, write_server_file
+from tests.audit_support import failing, reload, write_server_file
+from tests.conftest import scratch_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +96,15 @@ def test_untrusted_ca_fires_ssl_chain(box: Sandbox, tmp_path: Path) -> None:
 
 def test_cli_json_and_exit_codes(box: Sandbox) -> None:
     runner = CliRunner()
-    ok = runner.invoke(cli, ["ssl", "verify", "--database-url", _url(box).libpq,
-                             "--format", "json"], env={})
+    ok = runner.invoke(
+        cli, ["ssl", "verify", "--database-url", _url(box).libpq, "--format", "json"], env={}
+    )
     assert ok.exit_code == 0, ok.output
     doc = json.loads(ok.output)
     assert doc["summary"]["failed"] == 0 and doc["tls"]["protocol"] == "TLSv1.3"
     text = runner.invoke(cli, ["ssl", "verify", "--database-url", _url(box).libpq], env={})
     assert text.exit_code == 0 and "ssl-hostname" in text.output
-    bad = runner.invoke(cli, ["ssl", "verify", "--database-url",
-                              "postgresql://u@127.0.0.1:1/x"], env={})
+    bad = runner.invoke(
+        cli, ["ssl", "verify", "--database-url", "postgresql://u@127.0.0.1:1/x"], env={}
+    )
     assert bad.exit_code == 2 and "cannot reach 127.0.0.1:1" in bad.output
