@@ -162,7 +162,7 @@ def test_policy_that_does_not_compile_is_reported(deployed_db: ChatDB, tmp_path:
     copy = tmp_path / "policies"
     shutil.copytree(policies_dir(), copy)
     path = copy / "tables" / "users.toml"
-    path.write_text(path.read_text().replace("chat.my_contact_ids()", "chat.no_such_fn()"))
+    path.write_text(path.read_text().replace("chat.my_thread_ids()", "chat.no_such_fn()"))
     with pytest.raises(ChatsecError, match="does not compile"):
         _plan(deployed_db, copy)
 

@@ -59,7 +59,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             "",
         )
     )
-    out.append(("  same, copy without trigger", f"{w['plaintext_rows_per_s']:,} rows/s", ""))
+    out.append(("  same, trigger off (plaintext)", f"{w['plaintext_rows_per_s']:,} rows/s", ""))
     out.append(("  ratio", f"{w['ratio']:.2f}", f">= {w['target']} {_met(w)}"))
     out.append(("  app post_messages (RLS + trigger)", f"{w['app_rows_per_s']:,} rows/s", ""))
     o = r["rotation"]

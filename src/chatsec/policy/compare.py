@@ -65,13 +65,18 @@ def diff_live(conn: Conn, declared: SecurityState) -> list[Change]:
 def compare(
     declared: SecurityState, live: SecurityState, normalized: dict[str, dict[str, PolicySpec]]
 ) -> list[Change]:
+    # Order is execution order: functions exist before the policies that call them, and
+    # an undeclared function is dropped only after the policies that used it.
+    functions = _functions(declared, live)
+    dropped = [c for c in functions if c.kind == "function" and c.action == "extra"]
     changes: list[Change] = []
     changes += _roles(declared, live)
     changes += _schemas(declared, live)
-    changes += _functions(declared, live)
+    changes += [c for c in functions if c not in dropped]
     changes += _default_privileges(declared, live)
     changes += _tables(declared, live, normalized)
     changes += _sequences(live)
+    changes += dropped
     return changes
 
 
@@ -208,16 +213,8 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
     for ident, fn in declared.functions.items():
         current = live.functions.get(ident)
         if current is None:
-            up = [render.create_function(fn)]
-            up += [
-                render.grant_privileges(
-                    frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC", revoke=True
-                )
-            ]
-            up += [
-                render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", g)
-                for g in sorted(fn.execute)
-            ]
+            up = [render.create_function(fn), _revoke_public_execute(ident)]
+            up += [_execute(ident, g) for g in sorted(fn.execute)]
             out.append(
                 Change(
                     "function",
@@ -253,10 +250,22 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
                     "extra",
                     "function is not declared in policies/",
                     [f"DROP FUNCTION {ident}"],
-                    [current.definition or ""],
+                    # Restoring it means restoring who may call it, not only its body.
+                    [current.definition or "", _revoke_public_execute(ident)]
+                    + [_execute(ident, g) for g in sorted(current.execute)],
                 )
             )
     return out
+
+
+def _execute(ident: str, grantee: str) -> str:
+    return render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", grantee)
+
+
+def _revoke_public_execute(ident: str) -> str:
+    return render.grant_privileges(
+        frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC", revoke=True
+    )
 
 
 def _default_privileges(declared: SecurityState, live: SecurityState) -> list[Change]:
