@@ -121,7 +121,17 @@ def test_message_history_pages_decrypted_with_authors_and_attachments(chat: Gene
     with user_transaction(chat.engine, user, chat.keyring) as conn:
         thread = max(queries.thread_list(conn, limit=500), key=lambda t: t.message_count)
         # A batch shares one created_at: the (created_at, id) cursor must not drop any.
-        queries.post_messages(conn, [queries.NewMessage(thread.id, f"tie {i}") for i in range(9)])
+        tied = queries.post_messages(
+            conn, [queries.NewMessage(thread.id, f"tie {i}") for i in range(9)]
+        )
+        # Generated attachments are random: give one page row a known one (as its author).
+        conn.execute(
+            sa.text(
+                "INSERT INTO chat.attachments (message_id, file_name, content_type, byte_size, "
+                "storage_key) VALUES (:m, 'tie.png', 'image/png', 3, :k)"
+            ),
+            {"m": tied[0], "k": f"test/{tied[0]}"},
+        )
     expected = _admin_rows(
         chat,
         "SELECT m.id, chat.decrypt_message(m.content, m.key_id), u.username, "
