@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -188,3 +189,32 @@ def test_revision_command_end_to_end(sandbox: object, deployed_db: ChatDB, tmp_p
     text = written.read_text()
     assert "REVOKE DELETE ON TABLE chat.attachments FROM app_user" in text
     assert "GRANT DELETE ON TABLE chat.attachments TO app_user" in text
+
+
+def test_every_column_a_policy_filters_on_leads_an_index(deployed_db: ChatDB) -> None:
+    """USING clauses filter rows on every read: each table column they name must be indexable."""
+    with connect(deployed_db.admin) as conn:
+        rows = conn.execute(
+            """
+            SELECT c.relname, p.polname, pg_get_expr(p.polqual, p.polrelid),
+                   ARRAY(SELECT attname::text FROM pg_attribute
+                          WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped),
+                   ARRAY(SELECT a.attname::text FROM pg_index i
+                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                          WHERE i.indrelid = c.oid)
+              FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'chat' AND p.polqual IS NOT NULL
+            """
+        ).fetchall()
+    assert rows
+    unindexed = []
+    for table, policy, qual, columns, leading in rows:
+        if str(qual) == "true":
+            continue
+        for column in columns:
+            # The table's own column, bare or qualified by the table name (m.id is another table's).
+            pattern = rf"(?<![\w.]){column}\b|\b{table}\.{column}\b"
+            if re.search(pattern, str(qual)) and column not in leading:
+                unindexed.append(f"{table}.{column} ({policy})")
+    assert not unindexed, unindexed
