@@ -218,3 +218,29 @@ def test_every_column_a_policy_filters_on_leads_an_index(deployed_db: ChatDB) ->
             if re.search(pattern, str(qual)) and column not in leading:
                 unindexed.append(f"{table}.{column} ({policy})")
     assert not unindexed, unindexed
+
+
+def test_policy_functions_run_once_per_statement(deployed_db: ChatDB) -> None:
+    """Every function a policy calls sits in a sub-SELECT (an InitPlan or hashed SubPlan)."""
+    with connect(deployed_db.admin) as conn:
+        conn.execute("SET search_path = pg_catalog")
+        rows = conn.execute(
+            """
+            SELECT c.relname, p.polname, e.expr
+              FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+              JOIN pg_namespace n ON n.oid = c.relnamespace,
+                   LATERAL (VALUES (pg_get_expr(p.polqual, p.polrelid)),
+                                   (pg_get_expr(p.polwithcheck, p.polrelid))) e(expr)
+             WHERE n.nspname = 'chat' AND e.expr IS NOT NULL
+            """
+        ).fetchall()
+    calls = 0
+    per_row = []
+    for table, policy, expr in rows:
+        for match in re.finditer(r"chat\.\w+\(", str(expr)):
+            calls += 1
+            before = str(expr)[: match.start()].rstrip()
+            if not (before.endswith("SELECT") or before.endswith("FROM")):
+                per_row.append(f"{policy} on {table}: {expr}")
+    assert calls > 10
+    assert not per_row, per_row

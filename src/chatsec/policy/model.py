@@ -66,7 +66,7 @@ class TableSpec:
 class FunctionSpec:
     key: str  # short name used in messages
     signature: str  # schema.name(arg type, ...) as written in policies/
-    identity: str  # regprocedure text as PostgreSQL prints it, e.g. chat.my_role_in(uuid)
+    identity: str  # regprocedure text as PostgreSQL prints it, e.g. chat.my_thread_counts(uuid[])
     returns: str
     language: str
     volatility: str
