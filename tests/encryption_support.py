@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -48,3 +49,15 @@ def insert_many(chat: Chat, n: int, keyring: Keyring | None = None) -> None:
             ),
             {"t": chat.thread, "n": n},
         )
+
+
+def decrypted_contents(
+    engine: sa.Engine,
+    user: uuid.UUID,
+    keyring: Keyring,
+    order_by: Literal["id", "content"] = "id",
+) -> list[str]:
+    """Every message `user` may read, decrypted through chat.messages_decrypted."""
+    with user_transaction(engine, user, keyring) as conn:
+        query = sa.text(f"SELECT content FROM chat.messages_decrypted ORDER BY {order_by}")
+        return [str(c) for c in conn.execute(query).scalars()]

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from chatsec.app import user_transaction
+from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import post_message
 from chatsec.cli.main import cli
 from chatsec.errors import ChatsecError
@@ -19,7 +19,7 @@ from chatsec.ops.backup import backup, copy_unescape, verify_dump
 from chatsec.ops.restore import restore
 from chatsec.sandbox import find_bindir
 from tests.conftest import ChatDB
-from tests.encryption_support import Chat, make_chat
+from tests.encryption_support import Chat, decrypted_contents, make_chat
 
 KNOWN = [f"known secret text {i}" for i in range(4)]
 
@@ -119,17 +119,9 @@ def test_restore_round_trips_audits_clean_and_decrypts(
     assert report.at_head and report.audit_failed == []
     assert report.messages == report.decrypted == len(KNOWN) and report.ok
     # The application reads the restored chat with the keyring, under its policies.
-    engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(
-        empty_db.app.libpq))  # fmt: skip
+    engine = create_app_engine(empty_db.app.libpq)
     try:
-        with user_transaction(engine, chat.alice, chat.keyring) as conn:
-            texts = (
-                conn.execute(
-                    sa.text("SELECT content FROM chat.messages_decrypted ORDER BY content")
-                )
-                .scalars()
-                .all()
-            )
+        texts = decrypted_contents(engine, chat.alice, chat.keyring, order_by="content")
         with engine.connect() as conn:  # no identity: row-level security shows nothing
             hidden = conn.execute(sa.text("SELECT count(*) FROM chat.messages")).scalar()
     finally:

@@ -23,7 +23,7 @@ from chatsec.keys import registry
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.manage import generate_key
 from tests.conftest import ChatDB
-from tests.encryption_support import Chat, insert_many, make_chat
+from tests.encryption_support import Chat, decrypted_contents, insert_many, make_chat
 
 
 @pytest.fixture()
@@ -43,9 +43,7 @@ def _counts(db: ChatDB) -> dict[str | None, int]:
 
 
 def _all_readable(chat: Chat, keyring: Keyring) -> list[str]:
-    with user_transaction(chat.engine, chat.alice, keyring) as conn:
-        return [str(r[0]) for r in conn.execute(
-            sa.text("SELECT content FROM chat.messages_decrypted ORDER BY id")).all()]
+    return decrypted_contents(chat.engine, chat.alice, keyring)
 
 
 def test_generate_writes_private_keyring_and_status(deployed_db: ChatDB, tmp_path: Path) -> None:

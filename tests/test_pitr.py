@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import post_message
@@ -20,7 +19,7 @@ from chatsec.migrate import runner
 from chatsec.ops.pitr import parse_target_time, recover
 from chatsec.sandbox import Sandbox
 from tests.conftest import ChatDB, scratch_sandbox
-from tests.encryption_support import Chat, make_chat
+from tests.encryption_support import Chat, decrypted_contents, make_chat
 
 ARMOR = "-----BEGIN PGP MESSAGE-----"
 
@@ -95,14 +94,7 @@ def test_recovery_to_a_time_finds_exactly_the_earlier_messages_still_encrypted(
     assert not any("target" in str(c) for c, _ in rows)
     engine = create_app_engine(new.url_for("app"))
     try:
-        with user_transaction(engine, chat.alice, chat.keyring) as conn:
-            texts = (
-                conn.execute(
-                    sa.text("SELECT content FROM chat.messages_decrypted ORDER BY content")
-                )
-                .scalars()
-                .all()
-            )
+        texts = decrypted_contents(engine, chat.alice, chat.keyring, order_by="content")
     finally:
         engine.dispose()
     assert texts == first
