@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from chatsec.cli.options import database_url_option
 from chatsec.db.url import resolve_url
 from chatsec.ops.doctor import Report, human_size, run_doctor
 
@@ -93,13 +94,7 @@ def render_text(report: Report, console: Console) -> None:
 
 
 @click.command()
-@click.option(
-    "--database-url",
-    "database_url",
-    metavar="URL",
-    default=None,
-    help=f"PostgreSQL URL of the auditor login (default: ${AUDIT_ENV}).",
-)
+@database_url_option(AUDIT_ENV, "auditor")
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
