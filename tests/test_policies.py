@@ -15,7 +15,7 @@ from chatsec.errors import ChatsecError
 from chatsec.paths import policies_dir
 from chatsec.policy.compare import Change, diff_live
 from chatsec.policy.load import load_policies
-from chatsec.policy.revision import render_revision
+from chatsec.policy.revision import ordered_statements, render_revision
 from tests.conftest import ChatDB
 
 
@@ -67,6 +67,32 @@ def test_plan_runs_as_the_auditor_too(deployed_db: ChatDB) -> None:
             "changed",
             "search_path",
         ),
+        (
+            "ALTER FUNCTION chat.my_thread_ids() SET search_path = ''",
+            "function",
+            "changed",
+            "search_path '', declared 'pg_catalog, pg_temp'",
+        ),
+        (
+            "ALTER FUNCTION chat.my_thread_ids() OWNER TO chat_owner",
+            "function",
+            "changed",
+            "owner chat_owner, declared chat_definer",
+        ),
+        (
+            "ALTER VIEW chat.user_profiles OWNER TO chat_owner",
+            "table",
+            "changed",
+            "owner chat_owner, declared chat_definer",
+        ),
+        ("GRANT TEMPORARY ON DATABASE {db} TO app_user", "database-grant", "extra", "TEMPORARY"),
+        (
+            "GRANT TEMPORARY ON DATABASE {db} TO chatsec_app",
+            "database-grant",
+            "extra",
+            "chatsec_app",
+        ),
+        ("GRANT CONNECT ON DATABASE {db} TO PUBLIC", "database-grant", "extra", "PUBLIC"),
         ("GRANT UPDATE (user_id) ON chat.messages TO app_user", "table-grant", "extra", "user_id"),
         ("DROP POLICY users_update_self ON chat.users", "policy", "missing", "users_update_self"),
         ("GRANT CREATE ON SCHEMA chat TO app_user", "schema-grant", "extra", "CREATE"),
@@ -76,17 +102,24 @@ def test_drift_made_by_hand_shows_in_the_plan(
     deployed_db: ChatDB, sabotage: str, kind: str, action: str, needle: str
 ) -> None:
     with connect(deployed_db.admin, autocommit=True) as conn:
-        conn.execute(sabotage)
+        conn.execute(sabotage.replace("{db}", f'"{deployed_db.name}"'))
     changes = _plan(deployed_db)
     assert len(changes) == 1, changes
     change = changes[0]
     assert (change.kind, change.action) == (kind, action)
     assert needle in change.object + change.detail
-    # The plan's SQL repairs exactly that drift.
-    with connect(deployed_db.migrator, autocommit=True) as conn:
-        conn.execute("SET ROLE chat_owner")
-        for stmt in change.up:
+    # The plan's SQL, run as a revision would run it, repairs exactly that drift.
+    with connect(deployed_db.migrator) as conn:
+        for stmt in ordered_statements(changes):
             conn.execute(stmt.encode())
+        conn.commit()
+    assert _plan(deployed_db) == []
+
+
+def test_a_login_may_connect_without_being_declared(deployed_db: ChatDB) -> None:
+    # Logins are per environment: CONNECT granted to one is theirs to decide.
+    with connect(deployed_db.admin, autocommit=True) as conn:
+        conn.execute(f'GRANT CONNECT ON DATABASE "{deployed_db.name}" TO chatsec_app')
     assert _plan(deployed_db) == []
 
 
@@ -159,10 +192,28 @@ def test_malformed_policy_file_is_one_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "command must be one of" in result.output
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["", "pg_temp, pg_catalog", "pg_catalog", "pg_catalog, public, pg_temp", '"$user", pg_temp'],
+)
+def test_a_function_search_path_a_caller_could_shadow_is_refused(tmp_path: Path, path: str) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    functions = copy / "functions.toml"
+    text = functions.read_text()
+    functions.write_text(
+        text.replace('search_path = "pg_catalog, pg_temp"', f"search_path = '{path}'", 1)
+    )
+    with pytest.raises(
+        ChatsecError, match="functions.set_updated_at: search_path .* name pg_temp, last"
+    ):
+        load_policies(copy)
+
+
 def test_policy_that_does_not_compile_is_reported(deployed_db: ChatDB, tmp_path: Path) -> None:
     copy = tmp_path / "policies"
     shutil.copytree(policies_dir(), copy)
-    path = copy / "tables" / "users.toml"
+    path = copy / "tables" / "messages.toml"
     path.write_text(path.read_text().replace("chat.my_thread_ids()", "chat.no_such_fn()"))
     with pytest.raises(ChatsecError, match="does not compile"):
         _plan(deployed_db, copy)
@@ -208,14 +259,23 @@ def test_every_column_a_policy_filters_on_leads_an_index(deployed_db: ChatDB) ->
             """
         ).fetchall()
     assert rows
+    # A participant's role (three values) only ever narrows the rows of the threads an
+    # indexed column already selected: it needs no index, as long as that column is there.
+    narrowing = {("thread_participants", "role"): "thread_id"}
     unindexed = []
     for table, policy, qual, columns, leading in rows:
         if str(qual) == "true":
             continue
-        for column in columns:
+
+        def named(column: str, qual: str = str(qual), table: str = str(table)) -> bool:
             # The table's own column, bare or qualified by the table name (m.id is another table's).
-            pattern = rf"(?<![\w.]){column}\b|\b{table}\.{column}\b"
-            if re.search(pattern, str(qual)) and column not in leading:
+            return re.search(rf"(?<![\w.]){column}\b|\b{table}\.{column}\b", qual) is not None
+
+        for column in columns:
+            if not named(column) or column in leading:
+                continue
+            companion = narrowing.get((table, column))
+            if companion is None or not named(companion):
                 unindexed.append(f"{table}.{column} ({policy})")
     assert not unindexed, unindexed
 

@@ -14,9 +14,11 @@ from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 from chatsec.migrate import runner
+from chatsec.ops.harden import close_large_objects
 from chatsec.paths import versions_dir
-from chatsec.policy.compare import Change, diff_live
+from chatsec.policy.compare import MIGRATOR, Change, diff_live
 from chatsec.policy.load import load_policies
+from chatsec.policy.model import OWNER_ROLE
 from chatsec.policy.revision import next_revision_id, render_revision, slug
 
 _policies_option = click.option(
@@ -33,6 +35,10 @@ def _print_changes(changes: list[Change], show_sql: bool) -> None:
         colour = {"missing": "yellow", "extra": "red", "changed": "magenta"}[c.action]
         click.echo(click.style(f"{c.action:8}", fg=colour) + f" {c.kind:18} {c.object}: {c.detail}")
         if show_sql:
+            if c.run_as != OWNER_ROLE or c.create_in:
+                who = "the migrator login" if c.run_as == MIGRATOR else c.run_as
+                opened = "".join(f", with CREATE on {s} for {r}" for s, r in c.create_in)
+                click.echo(f"    -- as {who}{opened}")
             for stmt in c.up:
                 click.echo("    " + stmt.replace("\n", "\n    ") + ";")
 
@@ -72,6 +78,8 @@ def _scratch_database(admin: DatabaseURL, migrator: DatabaseURL) -> Iterator[Dat
     with connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" OWNER "{migrator.user}"')
     try:
+        with connect(admin.with_database(name), autocommit=True) as conn:
+            close_large_objects(conn)
         yield migrator.with_database(name)
     finally:
         with connect(admin, autocommit=True) as conn:

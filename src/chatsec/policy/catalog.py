@@ -9,6 +9,7 @@ import psycopg
 
 from chatsec.policy.model import (
     DEFAULT_ACL_TYPES,
+    PUBLIC,
     FunctionSpec,
     Grants,
     PolicySpec,
@@ -17,6 +18,7 @@ from chatsec.policy.model import (
     SecurityState,
     TableGrant,
     TableSpec,
+    normalize_search_path,
 )
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -33,6 +35,7 @@ def read_live_state(conn: Conn, declared: SecurityState) -> SecurityState:
     schemas = sorted(declared.schemas)
     live = SecurityState()
     _read_roles(conn, declared.roles, live)
+    _read_database(conn, live)
     _read_schemas(conn, schemas, live)
     _read_tables(conn, schemas, live)
     _read_functions(conn, [s for s in schemas if s != "extensions"], live)
@@ -79,6 +82,21 @@ def _acl_rows(conn: Conn, query: str, params: tuple[object, ...]) -> dict[str, G
     return {k: {g: frozenset(p) for g, p in v.items()} for k, v in out.items()}
 
 
+def _read_database(conn: Conn, live: SecurityState) -> None:
+    # acldefault('d', ...) is CONNECT and TEMPORARY for PUBLIC: an untouched database
+    # shows them, as it should.
+    live.database = _acl_rows(
+        conn,
+        f"""
+        SELECT d.datname, {_ACL_GRANTEE}, a.privilege_type
+          FROM pg_catalog.pg_database d,
+               pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
+         WHERE d.datname = pg_catalog.current_database() AND a.grantee <> d.datdba
+        """,
+        (),
+    ).get(str(conn.info.dbname), {})
+
+
 def _read_schemas(conn: Conn, schemas: list[str], live: SecurityState) -> None:
     grants = _acl_rows(
         conn,
@@ -101,7 +119,8 @@ def _read_schemas(conn: Conn, schemas: list[str], live: SecurityState) -> None:
 def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
     tables = conn.execute(
         """
-        SELECT c.oid, n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+        SELECT c.oid, n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity,
+               pg_catalog.pg_get_userbyid(c.relowner)
           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm')
            AND n.nspname <> 'extensions'
@@ -159,7 +178,7 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
             using=None if using is None else str(using),
             with_check=None if check is None else str(check),
         )
-    for oid, name, rls, forced in tables:
+    for oid, name, rls, forced, owner in tables:
         grantees = set(table_acl.get(str(oid), {})) | set(col_acl.get(str(oid), {}))
         grants = {
             g: TableGrant(
@@ -169,7 +188,7 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
             for g in grantees
         }
         live.tables[str(name)] = TableSpec(
-            str(name), bool(rls), bool(forced), grants, policies.get(str(name), {})
+            str(name), bool(rls), bool(forced), grants, policies.get(str(name), {}), str(owner)
         )
     live.sequences.update(
         _acl_rows(
@@ -200,11 +219,12 @@ def _read_functions(conn: Conn, schemas: list[str], live: SecurityState) -> None
         """,
         (schemas,),
     )
-    for ident, returns, lang, vol, definer, config, src, definition in conn.execute(
+    for ident, returns, lang, vol, definer, config, src, definition, owner in conn.execute(
         """
         SELECT p.oid::pg_catalog.regprocedure::text,
                pg_catalog.pg_get_function_result(p.oid), l.lanname, p.provolatile,
-               p.prosecdef, p.proconfig, p.prosrc, pg_catalog.pg_get_functiondef(p.oid)
+               p.prosecdef, p.proconfig, p.prosrc, pg_catalog.pg_get_functiondef(p.oid),
+               pg_catalog.pg_get_userbyid(p.proowner)
           FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -216,7 +236,7 @@ def _read_functions(conn: Conn, schemas: list[str], live: SecurityState) -> None
         for item in config or []:  # type: ignore[attr-defined]
             key, _, value = str(item).partition("=")
             if key == "search_path":
-                search_path = "" if value in ('""', "''") else value
+                search_path = "" if value in ('""', "''") else normalize_search_path(value)
         identity = str(ident)
         live.functions[identity] = FunctionSpec(
             key=identity,
@@ -231,11 +251,18 @@ def _read_functions(conn: Conn, schemas: list[str], live: SecurityState) -> None
             execute=frozenset(
                 g for g, privs in execute.get(identity, {}).items() if "EXECUTE" in privs
             ),
+            owner=str(owner),
             definition=str(definition),
         )
 
 
 def _read_default_privileges(conn: Conn, owners: list[str], live: SecurityState) -> None:
+    existing = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", (owners,)
+        ).fetchall()
+    }
     for object_type, (objtype, code) in DEFAULT_ACL_TYPES.items():
         rows = conn.execute(
             f"""
@@ -252,6 +279,11 @@ def _read_default_privileges(conn: Conn, owners: list[str], live: SecurityState)
         for owner, grantee, priv in rows:
             per_owner[str(owner)][str(grantee)].add(str(priv))
         for owner in owners:
-            live.default_privileges[(owner, object_type)] = {
-                g: frozenset(p) for g, p in per_owner.get(owner, {}).items()
-            }
+            # A role that does not exist yet will start with PostgreSQL's built-in
+            # defaults once created: EXECUTE on its functions for PUBLIC.
+            builtin = {PUBLIC: frozenset({"EXECUTE"})} if object_type == "functions" else {}
+            live.default_privileges[(owner, object_type)] = (
+                {g: frozenset(p) for g, p in per_owner.get(owner, {}).items()}
+                if owner in existing
+                else builtin
+            )

@@ -7,7 +7,7 @@ and the SQL that restores what is there now (`down`): `chatsec plan` prints them
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import psycopg
@@ -15,6 +15,8 @@ import psycopg
 from chatsec.policy import render
 from chatsec.policy.catalog import read_live_state
 from chatsec.policy.model import (
+    OWNER_ROLE,
+    PUBLIC,
     FunctionSpec,
     Grants,
     PolicySpec,
@@ -25,21 +27,32 @@ from chatsec.policy.normalize import normalize_policies
 
 Action = Literal["missing", "extra", "changed"]
 Conn = psycopg.Connection[tuple[object, ...]]
-# Statements that need the migrator's own rights (CREATEROLE), not the owner's.
+# Cluster-wide: a downgrade of one database never reverts them (docs/policies.md).
 ROLE_KINDS = {"role", "membership"}
+# `run_as` for statements that need the migrator login's own rights: CREATEROLE, the
+# database's ownership, and membership in both the old and the new owner of an object.
+MIGRATOR = "migrator"
 
 
 @dataclass(frozen=True)
 class Change:
-    """One difference: what kind of object, which, how it differs, and the SQL both ways."""
+    """One difference: what kind of object, which, how it differs, and the SQL both ways.
 
-    kind: str  # role, membership, schema-grant, table-grant, sequence-grant, function,
-    # function-grant, default-privilege, rls, policy
+    The SQL runs as `run_as` (a role the migrator may SET ROLE to, or MIGRATOR). Only a
+    schema's owner may create in it: `create_in` lists (schema, role) pairs that get
+    CREATE on the schema for this change only (an object owned by another role, such as
+    the SECURITY DEFINER helpers' chat_definer, is created or replaced by that role).
+    """
+
+    kind: str  # role, membership, database-grant, schema-grant, table-grant, sequence-grant,
+    # function, function-grant, default-privilege, rls, policy, table
     object: str
     action: Action
     detail: str
     up: list[str] = field(default_factory=list)
     down: list[str] = field(default_factory=list)
+    run_as: str = OWNER_ROLE
+    create_in: tuple[tuple[str, str], ...] = ()
 
 
 def diff_live(conn: Conn, declared: SecurityState) -> list[Change]:
@@ -70,7 +83,8 @@ def compare(
     functions = _functions(declared, live)
     dropped = [c for c in functions if c.kind == "function" and c.action == "extra"]
     changes: list[Change] = []
-    changes += _roles(declared, live)
+    changes += [replace(c, run_as=MIGRATOR) for c in _roles(declared, live)]
+    changes += _database(declared, live)
     changes += _schemas(declared, live)
     changes += [c for c in functions if c not in dropped]
     changes += _default_privileges(declared, live)
@@ -133,7 +147,9 @@ def _roles(declared: SecurityState, live: SecurityState) -> list[Change]:
     return out
 
 
-def _grant_diff(kind: str, obj: str, on: str, want: Grants, have: Grants) -> list[Change]:
+def _grant_diff(
+    kind: str, obj: str, on: str, want: Grants, have: Grants, run_as: str = OWNER_ROLE
+) -> list[Change]:
     out = []
     for grantee in sorted(set(want) | set(have)):
         w, h = want.get(grantee, frozenset()), have.get(grantee, frozenset())
@@ -146,6 +162,7 @@ def _grant_diff(kind: str, obj: str, on: str, want: Grants, have: Grants) -> lis
                     f"{', '.join(sorted(w - h))} not granted to {grantee}",
                     [render.grant_privileges(w - h, on, grantee)],
                     [render.grant_privileges(w - h, on, grantee, revoke=True)],
+                    run_as=run_as,
                 )
             )
         if h - w:
@@ -157,9 +174,32 @@ def _grant_diff(kind: str, obj: str, on: str, want: Grants, have: Grants) -> lis
                     f"{', '.join(sorted(h - w))} granted to {grantee}, not declared",
                     [render.grant_privileges(h - w, on, grantee, revoke=True)],
                     [render.grant_privileges(h - w, on, grantee)],
+                    run_as=run_as,
                 )
             )
     return out
+
+
+def _database(declared: SecurityState, live: SecurityState) -> list[Change]:
+    """Privileges on the current database; its name differs per environment, so the SQL
+    names it with current_database() at run time."""
+    if declared.database is None:
+        return []
+    # Login roles are per environment and undeclared: connecting is theirs to decide,
+    # but TEMPORARY or CREATE would let one keep objects in the database.
+    have = {
+        role: privs - {"CONNECT"} if role not in declared.roles and role != PUBLIC else privs
+        for role, privs in (live.database or {}).items()
+    }
+    return [
+        replace(
+            change,
+            up=[render.on_current_database(s) for s in change.up],
+            down=[render.on_current_database(s) for s in change.down],
+            run_as=MIGRATOR,
+        )
+        for change in _grant_diff("database-grant", "database", "DATABASE", declared.database, have)
+    ]
 
 
 def _schemas(declared: SecurityState, live: SecurityState) -> list[Change]:
@@ -207,10 +247,37 @@ def _function_differences(want: FunctionSpec, have: FunctionSpec) -> list[str]:
     return diffs
 
 
+def _schema_of(ident: str) -> str:
+    return ident.partition(".")[0]
+
+
+def _creating(declared: SecurityState, schema: str, *roles: str) -> tuple[tuple[str, str], ...]:
+    """(schema, role) for each role that is not the schema's owner and so needs CREATE."""
+    owner = declared.schemas[schema].owner if schema in declared.schemas else OWNER_ROLE
+    return tuple((schema, r) for r in dict.fromkeys(roles) if r != owner)
+
+
+def _owner_change(declared: SecurityState, kind: str, name: str, want: str, have: str) -> Change:
+    """ALTER ... OWNER TO, as the migrator: it must be a member of both owners, and the
+    new owner needs CREATE on the schema (ALTER TABLE also takes views)."""
+    keyword = "FUNCTION" if kind == "function" else "TABLE"
+    return Change(
+        kind,
+        name,
+        "changed",
+        f"owner {have}, declared {want}",
+        [render.alter_owner(keyword, name, want)],
+        [render.alter_owner(keyword, name, have)],
+        run_as=MIGRATOR,
+        create_in=_creating(declared, _schema_of(name), want, have),
+    )
+
+
 def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
     out = []
     # Declaration order: a SQL function's body may call one declared before it.
     for ident, fn in declared.functions.items():
+        schema = _schema_of(ident)
         current = live.functions.get(ident)
         if current is None:
             up = [render.create_function(fn), _revoke_public_execute(ident)]
@@ -223,11 +290,14 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
                     "function does not exist",
                     up,
                     [render.drop_function(fn)],
+                    run_as=fn.owner,
+                    create_in=_creating(declared, schema, fn.owner),
                 )
             )
             continue
         diffs = _function_differences(fn, current)
         if diffs:
+            # Replaced by its owner of the moment; an ownership change follows.
             out.append(
                 Change(
                     "function",
@@ -236,11 +306,18 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
                     "; ".join(diffs),
                     [render.create_function(fn, replace=True)],
                     [current.definition or ""],
+                    run_as=current.owner,
+                    create_in=_creating(declared, schema, current.owner),
                 )
             )
+        if fn.owner != current.owner:
+            out.append(_owner_change(declared, "function", ident, fn.owner, current.owner))
         want = {g: frozenset({"EXECUTE"}) for g in fn.execute}
         have = {g: frozenset({"EXECUTE"}) for g in current.execute}
-        out += _grant_diff("function-grant", ident, f"FUNCTION {ident}", want, have)
+        # Only the owner grants EXECUTE on its function (no one holds a grant option).
+        out += _grant_diff(
+            "function-grant", ident, f"FUNCTION {ident}", want, have, run_as=fn.owner
+        )
     for ident, current in sorted(live.functions.items()):
         if ident not in declared.functions:
             out.append(
@@ -248,11 +325,13 @@ def _functions(declared: SecurityState, live: SecurityState) -> list[Change]:
                     "function",
                     ident,
                     "extra",
-                    "function is not declared in policies/",
+                    f"function is not declared in policies/ (owner {current.owner})",
                     [f"DROP FUNCTION {ident}"],
                     # Restoring it means restoring who may call it, not only its body.
                     [current.definition or "", _revoke_public_execute(ident)]
                     + [_execute(ident, g) for g in sorted(current.execute)],
+                    run_as=current.owner,
+                    create_in=_creating(declared, _schema_of(ident), current.owner),
                 )
             )
     return out
@@ -263,9 +342,7 @@ def _execute(ident: str, grantee: str) -> str:
 
 
 def _revoke_public_execute(ident: str) -> str:
-    return render.grant_privileges(
-        frozenset({"EXECUTE"}), f"FUNCTION {ident}", "PUBLIC", revoke=True
-    )
+    return render.grant_privileges(frozenset({"EXECUTE"}), f"FUNCTION {ident}", PUBLIC, revoke=True)
 
 
 def _default_privileges(declared: SecurityState, live: SecurityState) -> list[Change]:
@@ -273,24 +350,22 @@ def _default_privileges(declared: SecurityState, live: SecurityState) -> list[Ch
     for (owner, object_type), want in sorted(declared.default_privileges.items()):
         have = live.default_privileges.get((owner, object_type), {})
         prefix = f"ALTER DEFAULT PRIVILEGES FOR ROLE {render.ident(owner)} "
+        # Only that role itself (or a member: the migrator) may change them.
         for change in _grant_diff(
-            "default-privilege", f"{object_type} of {owner}", object_type.upper(), want, have
+            "default-privilege", f"{object_type} of {owner}", object_type.upper(), want, have, owner
         ):
             out.append(
-                Change(
-                    change.kind,
-                    change.object,
-                    change.action,
-                    change.detail,
-                    [prefix + s for s in change.up],
-                    [prefix + s for s in change.down],
+                replace(
+                    change,
+                    up=[prefix + s for s in change.up],
+                    down=[prefix + s for s in change.down],
                 )
             )
     return out
 
 
 def _table_grant_changes(
-    table: str, want: dict[str, TableGrant], have: dict[str, TableGrant]
+    table: str, want: dict[str, TableGrant], have: dict[str, TableGrant], owner: str
 ) -> list[Change]:
     out = []
     for grantee in sorted(set(want) | set(have)):
@@ -324,6 +399,7 @@ def _table_grant_changes(
                     f"{', '.join(parts)} {verb} to {grantee}",
                     up,
                     down,
+                    run_as=owner,
                 )
             )
     return out
@@ -355,6 +431,8 @@ def _tables(
         if current is None:
             out.append(Change("table", name, "missing", "table does not exist (deploy first)"))
             continue
+        if table.owner != current.owner:
+            out.append(_owner_change(declared, "table", name, table.owner, current.owner))
         if table.rls_enabled != current.rls_enabled:
             out.append(
                 Change(
@@ -379,7 +457,7 @@ def _tables(
                     [render.rls_statement(name, forced=current.rls_forced)],
                 )
             )
-        out += _table_grant_changes(name, table.grants, current.grants)
+        out += _table_grant_changes(name, table.grants, current.grants, current.owner)
         want_policies = normalized.get(name, {})
         for pname, want in sorted(want_policies.items()):
             have = current.policies.get(pname)

@@ -12,7 +12,9 @@ from chatsec.paths import policies_dir
 from chatsec.policy.model import (
     COLUMN_PRIVILEGES,
     COMMANDS,
+    DATABASE_PRIVILEGES,
     DEFAULT_ACL_TYPES,
+    OWNER_ROLE,
     ROLE_ATTRIBUTES,
     TABLE_PRIVILEGES,
     FunctionSpec,
@@ -22,6 +24,7 @@ from chatsec.policy.model import (
     SecurityState,
     TableGrant,
     TableSpec,
+    normalize_search_path,
 )
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -124,6 +127,10 @@ def _grants(f: _File, raw: Any, where: str, allowed: tuple[str, ...]) -> dict[st
 
 
 def _load_schemas(f: _File, state: SecurityState) -> None:
+    if "database" in f.data:
+        spec = f.table(f.data["database"], "database")
+        f.check_keys(spec, "database", {"grants"})
+        state.database = _grants(f, spec.get("grants", {}), "database.grants", DATABASE_PRIVILEGES)
     for name, raw in f.table(f.data.get("schemas"), "schemas").items():
         where = f"schemas.{name}"
         spec = f.table(raw, where)
@@ -163,6 +170,21 @@ def function_identity(signature: str) -> tuple[str, str]:
     return name, f"{name}({','.join(types)})"
 
 
+def checked_search_path(value: str) -> str | None:
+    """The normalized search_path, or None when a caller could shadow a name through it.
+
+    PostgreSQL searches the caller's temporary schema first for relations and types
+    unless the path names pg_temp, so '' is not safe: pg_temp must be named, and last,
+    and no schema others may create in ("$user", public) may appear.
+    """
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or parts[-1] != "pg_temp" or "pg_temp" in parts[:-1]:
+        return None
+    if {"public", '"$user"', "$user"} & set(parts):
+        return None
+    return normalize_search_path(value)
+
+
 def _load_functions(f: _File, state: SecurityState) -> None:
     keys = {
         "signature",
@@ -177,7 +199,7 @@ def _load_functions(f: _File, state: SecurityState) -> None:
     for key, raw in f.table(f.data.get("functions"), "functions").items():
         where = f"functions.{key}"
         spec = f.table(raw, where)
-        f.check_keys(spec, where, keys)
+        f.check_keys(spec, where, keys | {"owner"})
         missing = sorted(keys - set(spec))
         if missing:
             raise f.fail(where, f"missing {', '.join(missing)}")
@@ -188,6 +210,13 @@ def _load_functions(f: _File, state: SecurityState) -> None:
             raise f.fail(
                 where, f"signature {signature!r} is not schema.name(arg type, ...)"
             ) from None
+        search_path = f.string(spec["search_path"], f"{where}.search_path")
+        if checked_search_path(search_path) is None:
+            raise f.fail(
+                where,
+                f"search_path {search_path!r} lets a caller shadow names: "
+                "name pg_temp, last (e.g. 'pg_catalog, pg_temp')",
+            )
         volatility = f.string(spec["volatility"], f"{where}.volatility").lower()
         if volatility not in {"volatile", "stable", "immutable"}:
             raise f.fail(where, "volatility must be volatile, stable or immutable")
@@ -199,15 +228,16 @@ def _load_functions(f: _File, state: SecurityState) -> None:
             language=f.string(spec["language"], f"{where}.language"),
             volatility=volatility,
             security_definer=f.boolean(spec["security_definer"], f"{where}.security_definer"),
-            search_path=f.string(spec["search_path"], f"{where}.search_path"),
+            search_path=checked_search_path(search_path),
             body=f.string(spec["body"], f"{where}.body"),
             execute=f.names(spec["execute"], f"{where}.execute"),
+            owner=f.string(spec.get("owner", OWNER_ROLE), f"{where}.owner"),
         )
 
 
 def _load_table(f: _File, state: SecurityState) -> None:
     data = f.data
-    f.check_keys(data, "top level", {"table", "rls", "grants", "policies"})
+    f.check_keys(data, "top level", {"table", "owner", "rls", "grants", "policies"})
     name = f.string(data.get("table"), "table")
     if not _QUALIFIED.match(name):
         raise f.fail("table", f"{name!r} must be schema-qualified, e.g. chat.messages")
@@ -267,6 +297,7 @@ def _load_table(f: _File, state: SecurityState) -> None:
         rls_forced=f.boolean(rls.get("forced", False), "rls.forced"),
         grants=grants,
         policies=policies,
+        owner=f.string(data.get("owner", OWNER_ROLE), "owner"),
     )
 
 
@@ -276,12 +307,18 @@ def _check_references(state: SecurityState, root: Path) -> None:
     def known(role: str) -> bool:
         return role in state.roles or role == "PUBLIC" or role.startswith("pg_")
 
+    for role in state.database or {}:
+        if not known(role):
+            raise ChatsecError(
+                f"policies in {root}: the database grants name undeclared role {role}"
+            )
     for table in state.tables.values():
-        for role in list(table.grants) + [r for p in table.policies.values() for r in p.roles]:
+        names = [table.owner, *table.grants, *(r for p in table.policies.values() for r in p.roles)]
+        for role in names:
             if not known(role):
                 raise ChatsecError(f"policies in {root}: {table.name} names undeclared role {role}")
     for fn in state.functions.values():
-        for role in fn.execute:
+        for role in [fn.owner, *fn.execute]:
             if not known(role):
                 raise ChatsecError(
                     f"policies in {root}: {fn.signature} names undeclared role {role}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PUBLIC = "PUBLIC"
+# The role that owns the chat schemas and tables; objects owned by another role say so.
+OWNER_ROLE = "chat_owner"
 ROLE_ATTRIBUTES = (
     "login",
     "superuser",
@@ -17,6 +19,7 @@ ROLE_ATTRIBUTES = (
 COMMANDS = ("ALL", "SELECT", "INSERT", "UPDATE", "DELETE")
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+DATABASE_PRIVILEGES = ("CONNECT", "TEMPORARY", "CREATE")
 # object type -> (pg_default_acl.defaclobjtype, acldefault() code)
 DEFAULT_ACL_TYPES = {"tables": ("r", "r"), "sequences": ("S", "s"), "functions": ("f", "f")}
 
@@ -60,6 +63,7 @@ class TableSpec:
     rls_forced: bool
     grants: dict[str, TableGrant]
     policies: dict[str, PolicySpec]
+    owner: str = OWNER_ROLE
 
 
 @dataclass(frozen=True)
@@ -71,9 +75,10 @@ class FunctionSpec:
     language: str
     volatility: str
     security_definer: bool
-    search_path: str | None
+    search_path: str | None  # normalized: entries joined by ", "
     body: str
     execute: frozenset[str]
+    owner: str = OWNER_ROLE
     # For live functions: pg_get_functiondef(), to restore the exact old definition.
     definition: str | None = None
 
@@ -87,7 +92,7 @@ class SchemaSpec:
 
 @dataclass
 class SecurityState:
-    """Everything chatsec compares: roles, schemas, tables (RLS, grants, policies), functions."""
+    """Everything chatsec compares: roles, the database, schemas, tables, functions."""
 
     roles: dict[str, RoleSpec] = field(default_factory=dict)
     schemas: dict[str, SchemaSpec] = field(default_factory=dict)
@@ -96,3 +101,10 @@ class SecurityState:
     # (owner role, object type) -> grants to others than the owner
     default_privileges: dict[tuple[str, str], Grants] = field(default_factory=dict)
     sequences: dict[str, Grants] = field(default_factory=dict)
+    # Privileges on the chat database itself (not its owner's); None: not declared.
+    database: Grants | None = None
+
+
+def normalize_search_path(value: str) -> str:
+    """'pg_catalog,pg_temp' and 'pg_catalog, pg_temp' alike, as PostgreSQL prints proconfig."""
+    return ", ".join(part.strip() for part in value.split(",") if part.strip())

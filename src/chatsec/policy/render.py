@@ -59,6 +59,24 @@ def grant_privileges(privs: frozenset[str], on: str, grantee: str, revoke: bool 
     return f"GRANT {listed} ON {on} TO {ident(grantee)}"
 
 
+def alter_owner(kind: str, name: str, owner: str) -> str:
+    """ALTER FUNCTION|TABLE name OWNER TO owner; a function is named by its identity."""
+    target = name if kind == "FUNCTION" else ident(name)
+    return f"ALTER {kind} {target} OWNER TO {ident(owner)}"
+
+
+def on_current_database(statement: str) -> str:
+    """A GRANT/REVOKE ... ON DATABASE statement for whichever database it runs in.
+
+    The chat database's name differs per environment, so it is read at run time.
+    """
+    head, _, tail = statement.partition(" ON DATABASE ")
+    return (
+        "DO $$\nBEGIN\n  EXECUTE pg_catalog.format("
+        f"{literal(head + ' ON DATABASE %I ' + tail)}, pg_catalog.current_database());\nEND\n$$"
+    )
+
+
 def table_grant_statements(
     table: str, grantee: str, grant: TableGrant, revoke: bool = False
 ) -> list[str]:

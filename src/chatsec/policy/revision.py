@@ -8,18 +8,24 @@ from pathlib import Path
 
 from chatsec.errors import ChatsecError
 from chatsec.policy import render
-from chatsec.policy.compare import ROLE_KINDS, Change
-from chatsec.policy.model import SecurityState
+from chatsec.policy.compare import MIGRATOR, ROLE_KINDS, Change
+from chatsec.policy.model import OWNER_ROLE, SecurityState
 
-OWNER_ROLE = "chat_owner"
 _REV_FILE = re.compile(r"^(\d{4})_.*\.py$")
 
 
-def split_statements(changes: list[Change]) -> tuple[list[str], list[str], list[str]]:
-    """(role up, owner up, owner down) in the order they must run.
+def _switch(current: str, target: str) -> list[str]:
+    if current == target:
+        return []
+    return ["RESET ROLE"] if target == MIGRATOR else [f"SET LOCAL ROLE {render.ident(target)}"]
 
-    Role attributes and memberships are cluster-wide, so a downgrade of one database
-    does not revert them: other databases of the cluster may rely on them.
+
+def ordered_statements(changes: list[Change], up: bool = True) -> list[str]:
+    """Every change's SQL in execution order, each run as its `run_as` role.
+
+    Starts and ends as the migrator itself. Upgrades run the changes in order,
+    downgrades in reverse; role attributes and memberships are cluster-wide, so a
+    downgrade of one database does not revert them: other databases may rely on them.
     """
     unrenderable = [c for c in changes if not c.up]
     if unrenderable:
@@ -28,10 +34,28 @@ def split_statements(changes: list[Change]) -> tuple[list[str], list[str], list[
             f"cannot generate SQL for {c.kind} {c.object} ({c.detail}): "
             "schema changes are written by hand as revisions in versions/"
         )
-    role_up = [s for c in changes if c.kind in ROLE_KINDS for s in c.up]
-    owner_up = [s for c in changes if c.kind not in ROLE_KINDS for s in c.up]
-    owner_down = [s for c in reversed(changes) if c.kind not in ROLE_KINDS for s in c.down]
-    return role_up, owner_up, owner_down
+    out: list[str] = []
+    current = MIGRATOR
+    for change in changes if up else list(reversed(changes)):
+        if not up and change.kind in ROLE_KINDS:
+            continue
+        statements = change.up if up else change.down
+        if not statements:
+            continue
+        grants = [f"ON SCHEMA {render.ident(s)} TO {render.ident(r)}" for s, r in change.create_in]
+        if grants:
+            # The schema's owner opens CREATE for this change only, and closes it after.
+            out += _switch(current, OWNER_ROLE)
+            current = OWNER_ROLE
+            out += [f"GRANT CREATE {g}" for g in grants]
+        out += _switch(current, change.run_as)
+        current = change.run_as
+        out += statements
+        if grants:
+            out += _switch(current, OWNER_ROLE)
+            current = OWNER_ROLE
+            out += [f"REVOKE CREATE {g.replace(' TO ', ' FROM ')}" for g in grants]
+    return out + _switch(current, MIGRATOR)
 
 
 def _ops(statements: list[str], indent: str = "    ") -> str:
@@ -45,12 +69,11 @@ def render_revision(
     changes: list[Change],
     declared: SecurityState,
 ) -> str:
-    role_up, owner_up, owner_down = split_statements(changes)
     # Every revision makes sure the roles it names exist, so it also runs on a fresh
     # cluster where an earlier revision's roles were never created.
     ensure = [render.create_role(r) for _, r in sorted(declared.roles.items())]
-    up = ensure + role_up + [f"SET LOCAL ROLE {OWNER_ROLE}"] + owner_up + ["RESET ROLE"]
-    down = [f"SET LOCAL ROLE {OWNER_ROLE}"] + owner_down + ["RESET ROLE"]
+    up = ensure + ordered_statements(changes, up=True)
+    down = ordered_statements(changes, up=False)
     summary = "\n".join(f"- {c.action} {c.kind} {c.object}: {c.detail}" for c in changes)
     return f'''"""{message}
 
