@@ -14,6 +14,7 @@ import pytest
 from chatsec.db.url import DatabaseURL
 from chatsec.migrate import runner
 from chatsec.sandbox import Sandbox
+from tests.chat_fixtures import SeededChat, seed_chat
 
 TEMPLATE = "chatsec_template_head"
 
@@ -66,13 +67,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 def _new_db(sandbox: Sandbox, template: str | None = None) -> ChatDB:
     name = f"t_{secrets.token_hex(5)}"
-    if template is None:
-        sandbox.create_database(name)
-    else:
-        with sandbox.admin_connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" OWNER chatsec_migrator')
-            conn.execute(f'REVOKE ALL ON DATABASE "{name}" FROM PUBLIC')
-            conn.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{name}" TO app_user, chat_auditor')
+    sandbox.create_database(name, template=template)
     return ChatDB(name, sandbox)
 
 
@@ -106,3 +101,10 @@ def shared_deployed_db(sandbox: Sandbox, head_template: str) -> Iterator[ChatDB]
     db = _new_db(sandbox, head_template)
     yield db
     sandbox.drop_database(db.name)
+
+
+@pytest.fixture(scope="module")
+def chat(shared_deployed_db: ChatDB) -> SeededChat:
+    """The known chat of tests.chat_fixtures in the module's shared database."""
+    with shared_deployed_db.sandbox.admin_connect(shared_deployed_db.name) as conn:
+        return seed_chat(conn)

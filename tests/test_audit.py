@@ -105,6 +105,9 @@ def test_auditor_without_app_url_skips_isolation_probe_naming_the_option(
             ["ALTER DEFAULT PRIVILEGES FOR ROLE chat_owner GRANT SELECT ON TABLES TO app_user"],
         ),
         ("definer-search-path", ["ALTER FUNCTION chat.my_thread_ids() RESET search_path"]),
+        ("definer-search-path", ["ALTER FUNCTION chat.my_thread_ids() SET search_path = ''"]),
+        ("app-user-grants", ["GRANT TEMPORARY ON DATABASE {db} TO app_user"]),
+        ("public-grants", ["GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC"]),
         ("definer-public-execute", ["GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC"]),
         ("functions-match", ["ALTER FUNCTION chat.current_user_id() VOLATILE"]),
         (

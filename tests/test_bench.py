@@ -50,6 +50,15 @@ def test_bench_small_scale_reports_every_figure(sandbox: Sandbox) -> None:
         "chat_decrypt_message",
         "pgp_sym_decrypt",
     }
+    z = r["session_reset"]
+    for figure in (
+        "reset_ms",
+        "pre_ping_ms",
+        "discard_all_ms",
+        "request_prepared_ms",
+        "request_unprepared_ms",
+    ):
+        assert z[figure]["n"] == 2 and z[figure]["median"] > 0
     w = r["encryption_write"]
     assert w["encrypted_rows_per_s"] > 0 and w["plaintext_rows_per_s"] > 0 and w["ratio"] > 0
     o = r["rotation"]

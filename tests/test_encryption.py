@@ -187,6 +187,6 @@ def test_function_hardening(deployed_db: ChatDB) -> None:
         ).fetchall()
     assert len(rows) == 2
     for _name, config, definer, public_exec in rows:
-        assert config == ['search_path=""']
+        assert config == ["search_path=pg_catalog, pg_temp"]
         assert definer is False
         assert public_exec is False

@@ -14,18 +14,10 @@ import psycopg
 import pytest
 
 from chatsec.db.connect import connect
-from tests.chat_fixtures import SeededChat, prepare_writer, seed_chat
+from tests.chat_fixtures import SeededChat, prepare_writer
 from tests.conftest import ChatDB
 
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-@pytest.fixture(scope="module")
-def chat(shared_deployed_db: ChatDB) -> SeededChat:
-    with connect(shared_deployed_db.admin) as conn:
-        seeded = seed_chat(conn)
-        conn.commit()
-    return seeded
 
 
 @pytest.fixture()
@@ -40,7 +32,9 @@ class Case:
     id: str
     actor: str | None  # alice, bob, carol, or None for no identity
     sql: str
-    expect: int | str  # rows returned/affected, "denied" (privilege or policy), "fk" (constraint)
+    # rows returned/affected, "denied" (privilege or policy), "fk" (constraint),
+    # "no-column" (a private column is not there), "no-owner" (the last owner would go)
+    expect: int | str
 
 
 def _params(chat: SeededChat) -> dict[str, object]:
@@ -60,10 +54,35 @@ def _params(chat: SeededChat) -> dict[str, object]:
 
 
 CASES = [
-    # users: self and people one shares a thread with
-    Case("users-select-member", "alice", "SELECT id FROM chat.users", 2),
+    # users: one's own row only; the public profiles of people one shares a thread with
+    Case("users-select-member", "alice", "SELECT id FROM chat.users", 1),
     Case("users-select-nonmember", "carol", "SELECT id FROM chat.users", 1),
     Case("users-select-noid", None, "SELECT id FROM chat.users", 0),
+    Case("users-contact-email", "alice", "SELECT email FROM chat.users WHERE id = %(bob)s", 0),
+    Case("profiles-select-member", "alice", "SELECT id FROM chat.user_profiles", 2),
+    Case("profiles-select-nonmember", "carol", "SELECT id FROM chat.user_profiles", 1),
+    Case("profiles-select-noid", None, "SELECT id FROM chat.user_profiles", 0),
+    Case(
+        "profiles-contact",
+        "bob",
+        "SELECT username, first_name, last_name, profile_image FROM chat.user_profiles "
+        "WHERE id = %(alice)s",
+        1,
+    ),
+    Case("profiles-stranger", "alice", "SELECT id FROM chat.user_profiles WHERE id = %(carol)s", 0),
+    Case("profiles-no-email", "alice", "SELECT email FROM chat.user_profiles", "no-column"),
+    Case(
+        "profiles-no-last-login",
+        "alice",
+        "SELECT last_login_at, is_active, created_at FROM chat.user_profiles",
+        "no-column",
+    ),
+    Case(
+        "profiles-insert",
+        "alice",
+        "INSERT INTO chat.user_profiles (id, username) VALUES (%(new)s, 'x')",
+        "denied",
+    ),
     Case(
         "users-insert-for-another-id",
         "alice",
@@ -196,6 +215,33 @@ CASES = [
         "alice",
         "UPDATE chat.thread_participants SET role = 'admin' WHERE thread_id = %(t)s AND user_id = %(bob)s",
         1,
+    ),
+    Case(
+        "participants-owner-adds-owner",
+        "alice",
+        "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+        "VALUES (%(t)s, %(carol)s, 'owner')",
+        1,
+    ),
+    Case(
+        "participants-owner-adds-admin",
+        "alice",
+        "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+        "VALUES (%(t)s, %(carol)s, 'admin')",
+        1,
+    ),
+    Case(
+        "participants-last-owner-leaves",
+        "alice",
+        "DELETE FROM chat.thread_participants WHERE thread_id = %(t)s AND user_id = %(alice)s",
+        "no-owner",
+    ),
+    Case(
+        "participants-last-owner-steps-down",
+        "alice",
+        "UPDATE chat.thread_participants SET role = 'member' "
+        "WHERE thread_id = %(t)s AND user_id = %(alice)s",
+        "no-owner",
     ),
     Case(
         "participants-self-promotion",
@@ -393,13 +439,14 @@ def _act(conn: Conn, actor: str | None, params: dict[str, object]) -> None:
 def test_isolation(case: Case, chat: SeededChat, app: Conn) -> None:
     params = _params(chat)
     _act(app, case.actor, params)
-    if case.expect in ("denied", "fk"):
-        error = (
-            psycopg.errors.InsufficientPrivilege
-            if case.expect == "denied"
-            else psycopg.errors.ForeignKeyViolation
-        )
-        with pytest.raises(error):
+    errors = {
+        "denied": psycopg.errors.InsufficientPrivilege,
+        "fk": psycopg.errors.ForeignKeyViolation,
+        "no-column": psycopg.errors.UndefinedColumn,
+        "no-owner": psycopg.errors.CheckViolation,
+    }
+    if isinstance(case.expect, str):
+        with pytest.raises(errors[case.expect]):
             app.execute(case.sql, params)
         return
     cur = app.execute(case.sql, params)
@@ -445,13 +492,53 @@ def test_creator_becomes_owner_in_one_transaction(chat: SeededChat, app: Conn) -
         )
 
 
-def test_every_view_is_security_invoker(shared_deployed_db: ChatDB) -> None:
+def test_every_view_is_security_invoker_or_a_barrier_owned_by_the_definer(
+    shared_deployed_db: ChatDB,
+) -> None:
+    # A view that runs as its owner must be chat_definer's (which reads only public
+    # columns) and a security barrier (a caller's function sees only what it returns).
     with connect(shared_deployed_db.admin) as conn:
         views = conn.execute(
-            "SELECT c.relname, coalesce(c.reloptions, '{}') FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'chat' AND c.relkind = 'v'"
+            "SELECT c.relname, coalesce(c.reloptions, '{}'), pg_get_userbyid(c.relowner) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'chat' AND c.relkind = 'v' ORDER BY 1"
         ).fetchall()
-    assert views, "no view found"
-    for name, options in views:
-        assert "security_invoker=true" in options, name
+    kinds = {}
+    for name, options, owner in views:
+        if "security_invoker=true" in options:
+            kinds[name] = "invoker"
+        else:
+            assert "security_barrier=true" in options and owner == "chat_definer", name
+            kinds[name] = "barrier"
+    assert kinds == {"messages_decrypted": "invoker", "user_profiles": "barrier"}
+
+
+def test_a_profile_filter_cannot_probe_users_outside_ones_threads(
+    chat: SeededChat, app: Conn
+) -> None:
+    # Division by zero on carol's row would tell alice that carol's username exists if
+    # the caller's WHERE ran before the view's own filter (security_barrier prevents it).
+    params = _params(chat)
+    _act(app, "alice", params)
+    carol = f"carol_{chat.carol.hex[:8]}"  # as seed_chat names her
+    row = app.execute(
+        "SELECT count(*) FROM chat.user_profiles "
+        "WHERE 1 / (CASE WHEN username = %s THEN 0 ELSE 1 END) = 1",
+        (carol,),
+    ).fetchone()
+    assert row == (2,)
+
+
+def test_adding_a_stranger_reveals_only_their_public_profile(chat: SeededChat, app: Conn) -> None:
+    params = _params(chat)
+    _act(app, "alice", params)
+    # Any known id, even as owner: alice learns carol's public profile, nothing more.
+    app.execute(
+        "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
+        "VALUES (%(t)s, %(carol)s, 'owner')",
+        params,
+    )
+    assert app.execute("SELECT email FROM chat.users WHERE id = %(carol)s", params).fetchall() == []
+    assert app.execute(
+        "SELECT username FROM chat.user_profiles WHERE id = %(carol)s", params
+    ).fetchall() == [(f"carol_{chat.carol.hex[:8]}",)]

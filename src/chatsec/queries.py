@@ -101,7 +101,9 @@ SELECT p.*,
 # message with a scalar subquery instead of the design's GROUP BY m.id, u.id. The
 # author is looked up per row (LATERAL ... OFFSET 0 keeps it a nested loop on the
 # users primary key): joined plainly, the planner hash-joined a sequential scan of
-# every user visible to the caller.
+# every user visible to the caller. Authors come from chat.user_profiles: under RLS
+# chat.users shows the caller only their own row (private columns stay private);
+# the explicit baseline, a superuser that RLS does not bind, reads chat.users.
 _HISTORY = """
 SELECT p.id, p.thread_id, p.user_id,
        chat.decrypt_message(p.content, p.key_id) AS content,
@@ -116,7 +118,7 @@ FROM (
    ORDER BY m.created_at DESC, m.id DESC
    LIMIT :limit
 ) p
-JOIN LATERAL (SELECT u.username, u.profile_image FROM chat.users u
+JOIN LATERAL (SELECT u.username, u.profile_image FROM {authors} u
                WHERE u.id = p.user_id OFFSET 0) u ON true
 ORDER BY p.created_at DESC, p.id DESC
 """
@@ -133,7 +135,11 @@ _MEMBER = (
 def history_sql(keyset: str = "first", explicit_member: bool = False) -> str:
     """The Message History statement: keyset 'first', 'next' ((created_at, id)) or 'time'."""
     clause = {"first": _FIRST_PAGE, "next": _NEXT_PAGE, "time": _NEXT_PAGE_BY_TIME}[keyset]
-    return _HISTORY.format(keyset=clause, member=_MEMBER if explicit_member else "")
+    return _HISTORY.format(
+        keyset=clause,
+        member=_MEMBER if explicit_member else "",
+        authors="chat.users" if explicit_member else "chat.user_profiles",
+    )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 APP_ROLE = "app_user"
 OWNER_ROLE = "chat_owner"
+DEFINER_ROLE = "chat_definer"
 ENCRYPT_FUNCTION = "chat.encrypt_message()"
 SUMMARY_FUNCTION = "chat.encryption_summary()"
 ENCRYPT_TRIGGER = "messages_encrypt"

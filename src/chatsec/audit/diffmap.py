@@ -8,7 +8,13 @@ from chatsec.audit.check import Check
 from chatsec.audit.finding import Finding
 from chatsec.policy.compare import Change
 
-GRANT_KINDS = {"schema-grant", "table-grant", "sequence-grant", "function-grant"}
+GRANT_KINDS = {
+    "database-grant",
+    "schema-grant",
+    "table-grant",
+    "sequence-grant",
+    "function-grant",
+}
 
 
 def grantee(change: Change) -> str | None:

@@ -51,6 +51,14 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             "",
         )
     )
+    z = r["session_reset"]
+    out.append(("Pooled session reset per checkout", _ms(z["reset_ms"]), ""))
+    out.append(("  pre-ping it replaces (SELECT 1)", _ms(z["pre_ping_ms"]), ""))
+    out.append(("  DISCARD ALL instead", _ms(z["discard_all_ms"]), ""))
+    out.append(
+        ("Message History request, prepared statements kept", _ms(z["request_prepared_ms"]), "")
+    )
+    out.append(("  same, no prepared statements", _ms(z["request_unprepared_ms"]), ""))
     w = r["encryption_write"]
     out.append(
         (

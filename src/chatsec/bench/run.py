@@ -93,6 +93,8 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
         results["rls_overhead"] = measure.rls_overhead(engines, subject, config.repeat)
         say("Message History latency")
         results["message_history"] = measure.history_latency(engines, subject, config.repeat)
+        say("pooled session reset")
+        results["session_reset"] = measure.session_reset(db, engines, subject, config.repeat)
         plans = measure.explain_plans(engines, subject)
         say("encryption write cost")
         results["encryption_write"] = measure.write_cost(

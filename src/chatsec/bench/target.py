@@ -13,10 +13,12 @@ from psycopg import sql
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
+from chatsec.ops.harden import close_large_objects
 from chatsec.sandbox import Sandbox
+from chatsec.sandbox.cluster import DATABASE_GRANTS
 
 # Group roles of the logins that need to connect (as the sandbox locks its databases).
-_CONNECT_ROLES = ("app_user", "chat_auditor")
+_CONNECT_ROLES = tuple(DATABASE_GRANTS)
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,14 @@ def create_database(logins: Logins, prefix: str = "chatsec_bench") -> str:
             "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (list(_CONNECT_ROLES),)
         ).fetchall()
         for (role,) in roles:
+            privileges = DATABASE_GRANTS.get(str(role), "CONNECT")
             conn.execute(
-                sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.SQL(f"GRANT {privileges} ON DATABASE {{}} TO {{}}").format(
                     sql.Identifier(name), sql.Identifier(str(role))
                 )
             )
+    with connect(logins.admin.with_database(name), autocommit=True) as conn:
+        close_large_objects(conn)
     return name
 
 

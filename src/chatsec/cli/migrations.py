@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from chatsec.cli.options import database_url_option
+from chatsec.db.connect import connect
 from chatsec.db.url import resolve_url
 from chatsec.migrate import runner
+from chatsec.ops.harden import close_large_objects
 
 
 @click.command()
@@ -60,4 +62,24 @@ def status(database_url: str | None) -> None:
         raise SystemExit(1)
 
 
-COMMANDS = [deploy, rollback, status]
+@click.command("harden-database")
+@database_url_option("CHATSEC_ADMIN_DATABASE_URL", "superuser")
+def harden_database(database_url: str | None) -> None:
+    """Close what only a superuser can close in the chat database; run once, before deploy.
+
+    Revokes EXECUTE on the large-object functions (lo_create, lo_put, loread, ...)
+    from PUBLIC in the database the URL names: large objects live outside row-level
+    security and encryption, and the migrator cannot revoke them because the
+    bootstrap superuser owns them. Revision 0007 refuses to deploy until this is done.
+    Idempotent. Exit 2 when the login is not a superuser.
+    """
+    url = resolve_url(database_url, "CHATSEC_ADMIN_DATABASE_URL")
+    with connect(url, autocommit=True, application_name="chatsec harden-database") as conn:
+        revoked = close_large_objects(conn)
+    done = (
+        f"revoked EXECUTE from PUBLIC on {len(revoked)} function(s)" if revoked else "nothing to do"
+    )
+    click.echo(f"{url.target}: large-object functions closed to PUBLIC ({done})")
+
+
+COMMANDS = [deploy, rollback, status, harden_database]

@@ -23,6 +23,7 @@ from psycopg import sql
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
+from chatsec.ops.harden import close_large_objects
 from chatsec.sandbox.binaries import find_bindir
 from chatsec.tls.certs import make_ca, make_server_cert
 
@@ -43,6 +44,10 @@ ENV_VARS = {
     "admin": "CHATSEC_ADMIN_DATABASE_URL",
 }
 GROUP_ROLES = ("app_user", "chat_auditor")
+# Database privileges as policies/schemas.toml declares them: the application may only
+# connect (no TEMPORARY: no object of its own may outlive a request); the auditor keeps
+# TEMPORARY for the plan's policy normalization.
+DATABASE_GRANTS = {"app_user": "CONNECT", "chat_auditor": "CONNECT, TEMPORARY"}
 _GROUP_ATTRS = "NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
 # login role -> (attributes, group role it belongs to)
 _LOGIN_ROLES: dict[str, tuple[str, str | None]] = {
@@ -290,11 +295,20 @@ class Sandbox:
         url = DatabaseURL.parse(self.url_for("admin", database))
         return connect(url, autocommit=True, application_name="chatsec sandbox")
 
-    def create_database(self, name: str, owner: str = LOGINS["migrator"]) -> str:
-        """Create `name` locked down like `chat`; returns the migrator URL for it."""
+    def create_database(
+        self, name: str, owner: str = LOGINS["migrator"], template: str | None = None
+    ) -> str:
+        """Create `name` (from `template`) locked down like `chat`; returns the migrator URL."""
         with self.admin_connect() as conn:
-            self._execute(conn, sql.SQL("CREATE DATABASE {} OWNER {}"), name, owner)
+            if template is None:
+                self._execute(conn, sql.SQL("CREATE DATABASE {} OWNER {}"), name, owner)
+            else:
+                self._execute(
+                    conn, sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}"), name, template, owner
+                )
             self._lock_down_database(conn, name)
+        with self.admin_connect(name) as conn:
+            close_large_objects(conn)
         return self.url_for("migrator", name)
 
     def drop_database(self, name: str) -> None:
@@ -700,9 +714,8 @@ class Sandbox:
 
     def _lock_down_database(self, conn: psycopg.Connection[Any], name: str) -> None:
         self._execute(conn, sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC"), name)
-        self._execute(
-            conn, sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}"), name, *GROUP_ROLES
-        )
+        for role, privileges in DATABASE_GRANTS.items():
+            self._execute(conn, sql.SQL(f"GRANT {privileges} ON DATABASE {{}} TO {{}}"), name, role)
 
     def _bootstrap(self, state: _State) -> None:
         """Roles, memberships and the `chat` database; safe to repeat."""
@@ -754,9 +767,11 @@ class Sandbox:
                     "GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO chat_auditor"
                 )
         # pg_stat_statements for `chatsec doctor` (creating it needs a superuser; the auditor
-        # reads it through pg_monitor). template1 hands it on to every database created later.
+        # reads it through pg_monitor), and the large-object functions closed to PUBLIC
+        # (chatsec harden-database). template1 hands both on to every later database.
         for database in ("template1", DEFAULT_DATABASE):
             with self.admin_connect(database) as conn:
+                close_large_objects(conn)
                 try:
                     conn.execute(_STAT_STATEMENTS)
                 except psycopg.Error as exc:

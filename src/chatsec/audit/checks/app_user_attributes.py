@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatsec.audit.check import Check
-from chatsec.audit.context import APP_ROLE, OWNER_ROLE, AuditContext
+from chatsec.audit.context import APP_ROLE, DEFINER_ROLE, OWNER_ROLE, AuditContext
 from chatsec.audit.finding import Finding
 
 # app_user and every role that is (transitively) a member of it: a login's own
@@ -60,11 +60,13 @@ def _run(ctx: AuditContext) -> list[Finding]:
                     role, f"{role} has {attr}" + (" (row level security does not apply to it)"
                                                   if attr == "BYPASSRLS" else ""),
                     remediation=f'ALTER ROLE "{role}" {fix}'))
-        if ctx.scalar(_OWNER_MEMBERS, (role, OWNER_ROLE)):
-            out.append(CHECK.finding(
-                role, f"{role} is a member of {OWNER_ROLE}: it can SET ROLE to the owner of "
-                "every chat table and change or bypass the policies",
-                remediation=f'REVOKE "{OWNER_ROLE}" FROM "{role}"'))
+        for owner, owns in ((OWNER_ROLE, "every chat table"),
+                            (DEFINER_ROLE, "the SECURITY DEFINER helpers")):
+            if ctx.scalar(_OWNER_MEMBERS, (role, owner)):
+                out.append(CHECK.finding(
+                    role, f"{role} is a member of {owner}: it can SET ROLE to the owner of "
+                    f"{owns} and change or bypass the policies",
+                    remediation=f'REVOKE "{owner}" FROM "{role}"'))
         for kind, obj in ctx.conn.execute(_OWNED, (role,)).fetchall():
             out.append(CHECK.finding(
                 role, f"{role} owns {kind} {obj}: an owner may alter, disable RLS on, or drop it",
@@ -78,7 +80,8 @@ CHECK = Check(
     category="privileges",
     level="error",
     description="app_user and its member logins: no SUPERUSER, BYPASSRLS, CREATEROLE, CREATEDB "
-                "or REPLICATION; not a member of chat_owner; owning nothing in this database "
+                "or REPLICATION; not a member of chat_owner or chat_definer; owning nothing in "
+                "this database "
                 "(databases cluster-wide). Needs: catalog read.",
     remediation="ALTER ROLE ... NOBYPASSRLS etc.",
     run=_run,

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from chatsec.audit.check import Check
-from chatsec.audit.checks.definer_search_path import definers_without_search_path
+from chatsec.audit.checks.definer_search_path import definers_with_unsafe_search_path
 from chatsec.audit.context import AuditContext
 from chatsec.audit.finding import Finding
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    # A definer function that lost its search_path is definer-search-path's finding;
+    # A definer function with no or an unsafe search_path is definer-search-path's finding;
     # reporting it twice would blur which check a CI failure is about.
-    owned_elsewhere = definers_without_search_path(ctx)
+    owned_elsewhere = definers_with_unsafe_search_path(ctx)
     out = []
     for change in ctx.changes:
         if change.kind != "function":
             continue
         parts = change.detail.split("; ")
         if change.object in owned_elsewhere:
-            parts = [p for p in parts if not p.startswith("search_path None")]
+            parts = [p for p in parts if not p.startswith("search_path ")]
         if not parts:
             continue
         fix = "; ".join(change.up) if change.up and len("; ".join(change.up)) <= 300 else (

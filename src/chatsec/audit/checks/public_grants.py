@@ -9,14 +9,6 @@ from chatsec.audit.diffmap import GRANT_KINDS, findings_from, grant_object, gran
 from chatsec.audit.finding import Finding
 from chatsec.policy.model import PUBLIC
 
-_DATABASE_ACL = """
-SELECT a.privilege_type
-  FROM pg_catalog.pg_database d,
-       pg_catalog.aclexplode(coalesce(d.datacl, pg_catalog.acldefault('d', d.datdba))) a
- WHERE d.datname = pg_catalog.current_database() AND a.grantee = 0
- ORDER BY 1
-"""
-
 
 def _run(ctx: AuditContext) -> list[Finding]:
     # EXECUTE on a SECURITY DEFINER function is definer-public-execute's finding.
@@ -26,16 +18,6 @@ def _run(ctx: AuditContext) -> list[Finding]:
         lambda c: c.kind in GRANT_KINDS and grantee(c) == PUBLIC
         and not (c.kind == "function-grant" and grant_object(c) in definers),
     )
-    privs = [str(r[0]) for r in ctx.conn.execute(_DATABASE_ACL).fetchall()]
-    if privs:
-        db = ctx.url.database or "(database)"
-        out.append(CHECK.finding(
-            f"database {db}", f"{', '.join(privs)} granted to PUBLIC: every login of the "
-            f"cluster may connect{' and create temporary objects' if 'TEMPORARY' in privs else ''}",
-            level="warning",
-            remediation=f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC; GRANT CONNECT, TEMPORARY '
-                        f'ON DATABASE "{db}" TO app_user, chat_auditor',
-        ))
     return out
 
 
@@ -44,8 +26,8 @@ CHECK = Check(
     title="No privilege granted to PUBLIC",
     category="privileges",
     level="error",
-    description="PUBLIC grants on the chat schemas, tables, columns, sequences and functions, "
-                "and on the database itself (warning). Needs: catalog read.",
+    description="PUBLIC grants on the database itself (CONNECT, TEMPORARY), the chat schemas, "
+                "tables, columns, sequences and functions. Needs: catalog read.",
     remediation="REVOKE ... FROM PUBLIC",
     run=_run,
 )
