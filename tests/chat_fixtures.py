@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psycopg
 
+from chatsec.keys import registry
 from chatsec.keys.keyring import Keyring
-from chatsec.keys.registry import verifier
 
 TEST_KEY = Keyring.empty(Path("unused-keyring.json")).generate()
 
@@ -40,11 +40,7 @@ def prepare_writer(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         "SELECT pg_catalog.has_table_privilege('chat.encryption_keys', 'INSERT')"
     ).fetchone()
     if can_register and can_register[0]:
-        conn.execute(
-            "INSERT INTO chat.encryption_keys (id, verifier) VALUES (%s, %s) "
-            "ON CONFLICT (id) DO NOTHING",
-            (key.id, verifier(key)),
-        )
+        registry.register(conn, key)
     for name, value in (
         ("app.encryption_key", key.material),
         ("app.encryption_key_id", key.id),

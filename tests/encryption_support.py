@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import add_participant, create_thread, register_user
+from chatsec.db.connect import connect
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.manage import generate_key
 from tests.conftest import ChatDB
@@ -61,3 +62,21 @@ def decrypted_contents(
     with user_transaction(engine, user, keyring) as conn:
         query = sa.text(f"SELECT content FROM chat.messages_decrypted ORDER BY {order_by}")
         return [str(c) for c in conn.execute(query).scalars()]
+
+
+def keys_env(db: ChatDB, keyring: Path) -> dict[str, str]:
+    """The environment `chatsec keys` runs with against `db`."""
+    return {"CHATSEC_DATABASE_URL": db.migrator.libpq, "CHATSEC_KEYRING": str(keyring)}
+
+
+def copy_ciphertext_behind_the_trigger(db: ChatDB, source: uuid.UUID, target: uuid.UUID) -> None:
+    """As the superuser with triggers off: `target` gets `source`'s ciphertext (and key id),
+    which opens with the key but is bound to `source`, as a DBA or a tampered restore could."""
+    with connect(db.admin) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "UPDATE chat.messages t SET content = s.content, key_id = s.key_id "
+            "FROM chat.messages s WHERE s.id = %s AND t.id = %s",
+            (source, target),
+        )
+        conn.commit()

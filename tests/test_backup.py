@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+import secrets
 import subprocess
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +21,20 @@ from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import post_message
 from chatsec.cli.main import cli
 from chatsec.errors import ChatsecError
-from chatsec.ops.backup import backup, copy_unescape, verify_dump
+from chatsec.ops.backup import backup, dump_to, restore_dump
+from chatsec.ops.dumpscan import DumpScan, copy_unescape, verify_dump
 from chatsec.ops.restore import restore
-from chatsec.sandbox import find_bindir
+from chatsec.policy.load import load_policies
+from chatsec.sandbox import binaries, find_bindir
 from tests.conftest import ChatDB
 from tests.encryption_support import Chat, decrypted_contents, make_chat
 
 KNOWN = [f"known secret text {i}" for i in range(4)]
+TRIGGER_OPTIONS = "cipher-algo=aes256, s2k-mode=1"  # what chat.encrypt_message() passes
+# pgcrypto's ciphertext of %s under key %s with options %s, armored with Chatsec-Key %s.
+ENCRYPTED = (
+    "extensions.armor(extensions.pgp_sym_encrypt(%s, %s, %s), ARRAY['Chatsec-Key'], ARRAY[%s])"
+)
 
 
 @pytest.fixture()
@@ -37,6 +50,37 @@ def _admin(db: ChatDB) -> psycopg.Connection[Any]:
     return psycopg.connect(db.admin.libpq, autocommit=True)
 
 
+def _dump(db: ChatDB, path: Path) -> Path:
+    dump_to(db.admin, path)
+    return path
+
+
+def _insert_raw(db: ChatDB, chat: Chat, content_sql: str, *params: object) -> str:
+    """A chat.messages row whose content `content_sql` computes, past the encryption trigger.
+
+    The CHECK constraint still applies: the content must start like armor.
+    """
+    with _admin(db) as conn:
+        conn.execute("SET session_replication_role = replica")
+        row = conn.execute(
+            "INSERT INTO chat.messages (thread_id, user_id, content, key_id) "
+            f"VALUES (%s, %s, {content_sql}, %s) RETURNING id::text",
+            (chat.thread, chat.alice, *params, chat.keyring.active.id),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _last_message_id(path: Path) -> str:
+    script = _script(path)
+    rows = script.split("COPY chat.messages (", 1)[1].split("\n\\.\n", 1)[0].split("\n")[1:]
+    return rows[-1].split("\t", 1)[0]
+
+
+def _one_line(scan: DumpScan) -> str:
+    return "\n".join(scan.problems)
+
+
 def _script(path: Path) -> str:
     return subprocess.run(
         [str(find_bindir() / "pg_restore"), "-f", "-", str(path)],
@@ -47,7 +91,8 @@ def _script(path: Path) -> str:
 def test_backup_holds_ciphertext_only(deployed_db: ChatDB, chat: Chat, tmp_path: Path) -> None:
     out = tmp_path / "chat.dump"
     result = backup(deployed_db.admin, out, chat.keyring)
-    assert result.scan.messages == len(KNOWN) and result.scan.problems == []
+    assert result.scan.messages == result.scan.decrypted == len(KNOWN)
+    assert result.scan.problems == [] and result.scan.unchecked == []
     assert out.stat().st_mode & 0o077 == 0
     script = _script(out)
     assert "BEGIN PGP MESSAGE" in script
@@ -151,3 +196,307 @@ def test_copy_unescape_and_verify_rejects_garbage(tmp_path: Path) -> None:
     junk.write_text("not a dump")
     with pytest.raises(ChatsecError, match="not a readable pg_dump archive"):
         verify_dump(junk)
+
+
+def test_without_a_keyring_the_scan_says_what_it_could_not_check(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    scan = verify_dump(_dump(deployed_db, tmp_path / "chat.dump"))
+    assert scan.problems == [] and scan.decrypted is None and scan.messages == len(KNOWN)
+    assert [reason.split(":")[0] for reason in scan.unchecked] == [
+        "decryption", "plaintext elsewhere", "key material"
+    ]  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["backup", "-o", str(tmp_path / "b.dump"), "--database-url", deployed_db.admin.libpq],
+        env={"CHATSEC_KEYRING": None},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "4 message(s) OpenPGP-encrypted" in result.output
+    assert result.output.count("NOT checked: ") == 3
+    with_keyring = CliRunner().invoke(
+        cli, ["backup", "-o", str(tmp_path / "k.dump"), "--database-url", deployed_db.admin.libpq,
+              "--keyring", str(chat.keyring.path)],
+        env={"CHATSEC_KEYRING": None},
+    )  # fmt: skip
+    assert with_keyring.exit_code == 0, with_keyring.output
+    assert "4 message(s) decrypt with the keyring" in with_keyring.output
+    assert "NOT checked" not in with_keyring.output
+
+
+def _literal_packet(text: bytes) -> bytes:
+    # OpenPGP literal data (new-format tag 11): plaintext in packet clothing.
+    body = b"t\x00\x00\x00\x00\x00" + text
+    return bytes([0xC0 | 11, len(body)]) + body
+
+
+def _compressed_packet(text: bytes) -> bytes:
+    # OpenPGP compressed data (new-format tag 8, algorithm 1: raw deflate), not encrypted.
+    deflate = zlib.compressobj(wbits=-15)
+    body = b"\x01" + deflate.compress(_literal_packet(text)) + deflate.flush()
+    return bytes([0xC0 | 8, len(body)]) + body
+
+
+# name -> (content SQL, its parameters given the key material and id, the problem with the
+# keyring, the problem without one (None: it cannot be seen without the key)).
+NOT_CIPHERTEXT = r"1 of 5 row\(s\) of chat.messages hold content that is not PGP ciphertext: "
+BadRow = tuple[str, Callable[[str, str], tuple[object, ...]], str, str | None]
+BAD_ROWS: dict[str, BadRow] = {
+    "compressed-unencrypted": (
+        "extensions.armor(%s::bytea, ARRAY['Chatsec-Key'], ARRAY[%s])",
+        lambda m, k: (_compressed_packet(b"squeezed but readable"), k),
+        NOT_CIPHERTEXT + r"OpenPGP compressed data \(8\) instead of an encrypted message",
+        NOT_CIPHERTEXT + r"OpenPGP compressed data \(8\)",
+    ),
+    "compressed": (
+        ENCRYPTED,
+        lambda m, k: ("compressed words " * 8, m, f"{TRIGGER_OPTIONS}, compress-algo=1", k),
+        r"1 of 5 row\(s\) of chat.messages decrypt but are not what the trigger writes: "
+        r"compressed inside the encryption",
+        None,
+    ),
+    "literal-data": (
+        "extensions.armor(%s::bytea, ARRAY['Chatsec-Key'], ARRAY[%s])",
+        lambda m, k: (_literal_packet(b"hello in the clear"), k),
+        NOT_CIPHERTEXT + r"OpenPGP literal data \(11\) instead of an encrypted message",
+        NOT_CIPHERTEXT + r"OpenPGP literal data \(11\)",
+    ),
+    "not-openpgp": (
+        "extensions.armor(pg_catalog.convert_to(%s, 'UTF8'), ARRAY['Chatsec-Key'], ARRAY[%s])",
+        lambda m, k: ("plain words, armored", k),
+        NOT_CIPHERTEXT + "not OpenPGP packets",
+        NOT_CIPHERTEXT + "not OpenPGP packets",
+    ),
+    "no-integrity-protection": (
+        ENCRYPTED,
+        lambda m, k: ("no MDC here", m, f"{TRIGGER_OPTIONS}, disable-mdc=1", k),
+        NOT_CIPHERTEXT + r".*without integrity protection \(9\)",
+        NOT_CIPHERTEXT + r".*without integrity protection \(9\)",
+    ),
+    "bad-checksum": (
+        f"pg_catalog.regexp_replace({ENCRYPTED}, E'\\n=[A-Za-z0-9+/]{{4}}\\n', E'\\n=AAAA\\n')",
+        lambda m, k: ("checksummed", m, TRIGGER_OPTIONS, k),
+        NOT_CIPHERTEXT + r"ASCII armor checksum \(CRC-24\) does not match",
+        NOT_CIPHERTEXT + r"ASCII armor checksum \(CRC-24\) does not match",
+    ),
+    "extra-armor-header": (
+        "extensions.armor(extensions.pgp_sym_encrypt(%s, %s, %s), "
+        "ARRAY['Chatsec-Key', 'Comment'], ARRAY[%s, 'a note in the clear'])",
+        lambda m, k: ("headed", m, TRIGGER_OPTIONS, k),
+        NOT_CIPHERTEXT + "ASCII armor headers other than one Chatsec-Key",
+        NOT_CIPHERTEXT + "ASCII armor headers other than one Chatsec-Key",
+    ),
+    "wrong-key": (
+        ENCRYPTED,
+        lambda m, k: ("under another key", secrets.token_hex(32), TRIGGER_OPTIONS, k),
+        r"1 of 5 row\(s\) of chat.messages do not decrypt with the keyring: wrong key or "
+        r"corrupt data \(integrity check failed\)",
+        None,
+    ),
+    "unknown-key": (
+        ENCRYPTED,
+        lambda m, k: ("under an unknown id", m, TRIGGER_OPTIONS, "k-not-in-the-keyring"),
+        r"1 of 5 row\(s\) of chat.messages do not decrypt with the keyring: they name key "
+        r"k-not-in-the-keyring, which the keyring does not have",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+def test_a_row_that_is_not_proven_ciphertext_fails_the_scan(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path, case: str
+) -> None:
+    content_sql, params, with_keyring, without_keyring = BAD_ROWS[case]
+    key = chat.keyring.active
+    message_id = _insert_raw(deployed_db, chat, content_sql, *params(key.material, key.id))
+    dump = _dump(deployed_db, tmp_path / "chat.dump")
+    assert _last_message_id(dump) == message_id  # the boundary: the very last row
+    scan = verify_dump(dump, chat.keyring)
+    assert len(scan.problems) == 1, scan.problems
+    assert re.match(with_keyring, scan.problems[0]) and message_id in scan.problems[0]
+    assert scan.decrypted == len(KNOWN)
+    blind = verify_dump(dump)
+    if without_keyring is None:
+        # Undetectable without the key (that is what encryption is); and said so.
+        assert blind.problems == [] and blind.unchecked[0].startswith("decryption: 5 message(s)")
+    else:
+        assert len(blind.problems) == 1 and re.match(without_keyring, blind.problems[0])
+
+
+def test_a_null_content_and_an_empty_chat_are_not_findings(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    with _admin(deployed_db) as conn:
+        conn.execute("ALTER TABLE chat.messages ALTER COLUMN content DROP NOT NULL")
+        conn.execute("ALTER TABLE chat.messages DROP CONSTRAINT messages_content_encrypted")
+    _insert_raw(deployed_db, chat, "NULL")
+    scan = verify_dump(_dump(deployed_db, tmp_path / "null.dump"), chat.keyring)
+    assert scan.problems == [] and scan.messages == 5 and scan.decrypted == len(KNOWN)
+    with _admin(deployed_db) as conn:
+        conn.execute("DELETE FROM chat.messages")
+    empty = verify_dump(_dump(deployed_db, tmp_path / "empty.dump"), chat.keyring)
+    assert empty.problems == [] and empty.messages == empty.decrypted == 0
+    assert "chat.messages" in empty.tables and empty.unchecked == []
+
+
+def test_key_material_in_any_encoding_and_place_fails_the_scan(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    secret = chat.keyring.active.secret
+    assert secret is not None
+    hex_upper = secret.hex().upper()
+    standard = base64.b64encode(secret).decode()
+    urlsafe = base64.urlsafe_b64encode(secret).decode().rstrip("=")
+    # JSON-escaped: the first character as \uXXXX, every '/' as '\/'.
+    json_escaped = f"\\u{ord(standard[0]):04x}" + standard[1:].replace("/", "\\/")
+    with _admin(deployed_db) as conn:
+        conn.execute("SET session_replication_role = replica")
+        # Row data: base64 split across a line break; base64url in JSON, split by an
+        # escaped newline; JSON-escaped base64 in a third table.
+        conn.execute(
+            "UPDATE chat.users SET first_name = %s WHERE id = %s",
+            (standard[:20] + "\n" + standard[20:], chat.alice),
+        )
+        conn.execute(
+            "UPDATE chat.messages SET metadata = %s::jsonb",
+            (json.dumps({"note": urlsafe[:30] + "\n" + urlsafe[30:]}),),
+        )
+        conn.execute("UPDATE chat.threads SET name = %s", (json_escaped,))
+        # Schema text: upper-case hex in groups of eight, over two lines of a comment.
+        groups = " ".join(hex_upper[i : i + 8] for i in range(0, 64, 8))
+        conn.execute(
+            "COMMENT ON TABLE chat.attachments IS "
+            + psycopg.sql.quote(groups[:40] + "\n" + groups[40:])
+        )
+    scan = verify_dump(_dump(deployed_db, tmp_path / "keys.dump"), chat.keyring)
+    found = _one_line(scan)
+    key_id = chat.keyring.active.id
+    assert f"the secret of key {key_id} is in the dump (hex) in the schema text" in found
+    assert re.search(rf"key {key_id} is in the dump \(base64\) in chat.threads data .*"
+                     r"chat.users data", found)  # fmt: skip
+    assert re.search(rf"key {key_id} is in the dump \(base64url\) in chat.messages data", found)
+    # Without the keyring none of this is key-shaped in the schema: row data is not
+    # scanned by shape, and the comment's hex is split.
+    assert verify_dump(tmp_path / "keys.dump").problems == []
+
+
+def test_key_shaped_base64_in_the_schema_fails_the_scan_without_a_keyring(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    stray = secrets.token_bytes(32)  # in no keyring: only its shape gives it away
+    with _admin(deployed_db) as conn:
+        conn.execute(
+            "COMMENT ON TABLE chat.threads IS "
+            + psycopg.sql.quote("rotate with " + base64.b64encode(stray).decode())
+        )
+        conn.execute(
+            "CREATE FUNCTION chat.leak() RETURNS text LANGUAGE sql AS $$ SELECT '"
+            + base64.urlsafe_b64encode(stray).decode().rstrip("=")
+            + "' $$"
+        )
+    scan = verify_dump(_dump(deployed_db, tmp_path / "shape.dump"))
+    shaped = [p for p in scan.problems if "32-byte base64 (key-shaped) value" in p]
+    assert len(shaped) == 2 and len(scan.problems) == 2, scan.problems
+
+
+def test_message_text_outside_its_ciphertext_fails_the_scan(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    quoted = 'don\'t tell: "launch"\nat dawn'
+    drafted = "a draft kept in a large object"
+    with user_transaction(chat.engine, chat.alice, chat.keyring) as conn:
+        quoted_id = str(post_message(conn, chat.thread, quoted))
+        drafted_id = str(post_message(conn, chat.thread, drafted))
+        post_message(conn, chat.thread, "ok then")  # 7 characters: too short to count
+        post_message(conn, chat.thread, "PostgreSQL database dump complete")  # boilerplate
+    key = chat.keyring.active
+    # A row the way the row-binding trigger writes it: a frame, then the text.
+    framed_text = "framed secret words"
+    frame = f"\x01chatsec/2 {secrets.token_hex(4)} {chat.thread}\x01"
+    framed_id = _insert_raw(deployed_db, chat, ENCRYPTED, frame + framed_text, key.material,
+                            TRIGGER_OPTIONS, key.id)  # fmt: skip
+    with _admin(deployed_db) as conn:
+        conn.execute("SET session_replication_role = replica")
+        conn.execute(
+            "UPDATE chat.messages SET metadata = %s::jsonb WHERE id = %s",
+            (json.dumps({"preview": quoted, "also": framed_text}), framed_id),
+        )
+        conn.execute("UPDATE chat.threads SET name = 'ok then'")
+        conn.execute("COMMENT ON TABLE chat.threads IS " + psycopg.sql.quote("see: " + quoted))
+        conn.execute(
+            "SELECT pg_catalog.lo_from_bytea(0, pg_catalog.convert_to(%s, 'UTF8'))",
+            ("draft: " + drafted,),
+        )
+    dump = _dump(deployed_db, tmp_path / "leak.dump")
+    scan = verify_dump(dump, chat.keyring)
+    found = _one_line(scan)
+    assert re.search(r"the text of 2 message\(s\) is in plaintext in chat.messages.metadata "
+                     rf"\(message id .*{framed_id}", found)  # fmt: skip
+    assert quoted_id in found.split("chat.messages.metadata")[1].split("\n")[0]
+    assert re.search(rf"the text of 1 message\(s\) is in plaintext in large object \d+ "
+                     rf"\(message id {drafted_id}\)", found)  # fmt: skip
+    assert re.search(r"the text of 1 message\(s\) is in plaintext in the schema text .*"
+                     rf"\(message id {quoted_id}\)", found)  # fmt: skip
+    assert "chat.threads.name" not in found
+    assert not any(text in found for text in (quoted, framed_text, drafted))
+    blind = verify_dump(dump)
+    assert not [p for p in blind.problems if "plaintext in" in p]
+    assert blind.unchecked[1].startswith("plaintext elsewhere: message texts not searched")
+
+
+def test_large_objects_fail_the_scan_and_are_searched(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    secret = chat.keyring.active.secret
+    assert secret is not None
+    # pg_dump writes large objects in 16 kB lowrite() calls: straddle the first boundary.
+    data = b"x" * 16370 + base64.b64encode(secret) + b" " + KNOWN[0].encode()
+    with _admin(deployed_db) as conn:
+        filled = conn.execute("SELECT pg_catalog.lo_from_bytea(0, %s)", (data,)).fetchone()
+        empty = conn.execute("SELECT pg_catalog.lo_create(0)").fetchone()
+    assert filled is not None and empty is not None
+    dump = _dump(deployed_db, tmp_path / "lo.dump")
+    assert _script(dump).count("SELECT pg_catalog.lowrite(0, ") == 2
+    outside = r"large objects are storage outside row-level security and encryption"
+    for keyring in (chat.keyring, None):
+        scan = verify_dump(dump, keyring)
+        assert re.search(rf"2 large object\(s\) in the dump \(OID {filled[0]}, {empty[0]}\): "
+                         + outside, _one_line(scan))  # fmt: skip
+        assert scan.large_objects == 2
+    found = _one_line(verify_dump(dump, chat.keyring))
+    assert f"(base64) in large object {filled[0]}" in found
+    assert f"plaintext in large object {filled[0]}" in found
+
+
+def test_client_tools_inherit_no_secret(
+    deployed_db: ChatDB, chat: Chat, empty_db: ChatDB, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    real, wrappers, seen = find_bindir(), tmp_path / "bin", tmp_path / "env"
+    wrappers.mkdir()
+    seen.mkdir()
+    for name in ("pg_dump", "pg_restore"):
+        wrapper = wrappers / name
+        wrapper.write_text(f'#!/bin/sh\nenv -0 > "{seen}/{name}.$$"\nexec "{real / name}" "$@"\n')
+        wrapper.chmod(0o700)
+    monkeypatch.setattr(binaries, "find_bindir", lambda: wrappers)
+    admin_url = deployed_db.sandbox.url_for("admin", deployed_db.name)
+    monkeypatch.setenv("CHATSEC_KEYRING_PASSPHRASE", "the keyring's own passphrase")
+    monkeypatch.setenv("CHATSEC_ADMIN_DATABASE_URL", admin_url)
+    out = tmp_path / "chat.dump"
+    backup(deployed_db.admin, out, chat.keyring)
+    restore_dump(out, empty_db.admin, sorted(load_policies().roles))
+    envs = {path.name: _env(path) for path in seen.iterdir()}
+    for name, env in envs.items():
+        assert not [var for var in env if var.startswith("CHATSEC_")], name
+        assert "the keyring's own passphrase" not in env.values()
+        assert admin_url not in env.values()
+    # pg_dump; pg_restore --list and --file (twice: the text search) to verify; the restore.
+    assert sorted(name.split(".")[0] for name in envs) == ["pg_dump"] + ["pg_restore"] * 4
+    with_password = [name for name, env in envs.items() if "PGPASSWORD" in env]
+    assert len(with_password) == 2  # pg_dump and the restoring pg_restore, nothing else
+
+
+def _env(path: Path) -> dict[str, str]:
+    pairs = [entry.split("=", 1) for entry in path.read_text().split("\0") if entry]
+    return {name: value for name, value in pairs}

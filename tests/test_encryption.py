@@ -138,16 +138,47 @@ def test_literal_armor_text_is_still_encrypted(chat: Chat) -> None:
     assert _read(chat, message_id) == text
 
 
-def test_wrong_or_missing_key_on_read_is_a_clear_error(chat: Chat, tmp_path: Path) -> None:
+def _read_reported(
+    chat: Chat, message_id: uuid.UUID, keyring: Keyring
+) -> tuple[str | None, list[str]]:
+    """The message as bob reads it with `keyring`, and the warnings the server sent."""
+    warnings: list[str] = []
+    with user_transaction(chat.engine, chat.bob, keyring) as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        raw.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
+        content = conn.execute(
+            sa.text("SELECT content FROM chat.messages_decrypted WHERE id = :id"),
+            {"id": message_id},
+        ).scalar_one()
+    return content, warnings
+
+
+def test_wrong_or_missing_key_on_read_is_reported_not_fatal(chat: Chat, tmp_path: Path) -> None:
     with user_transaction(chat.engine, chat.alice, chat.keyring) as conn:
         message_id = post_message(conn, chat.thread, "read me")
+        other = post_message(conn, chat.thread, "and me")
     active = chat.keyring.active
-    wrong = Keyring(tmp_path / "wrong.json",
-                    [Key(active.id, active.created_at, "active", b"\x01" * 32)])
-    with pytest.raises(sa.exc.DBAPIError, match="wrong key for that id"):
-        _read(chat, message_id, wrong)
-    with pytest.raises(sa.exc.DBAPIError, match="no key for encryption key id"):
-        _read(chat, message_id, Keyring(tmp_path / "none.json"))
+    wrong = Keyring(
+        tmp_path / "wrong.json", [Key(active.id, active.created_at, "active", b"\x01" * 32)]
+    )
+    content, warnings = _read_reported(chat, message_id, wrong)
+    assert content is None
+    assert warnings == [
+        f"chatsec: message {message_id} is not shown: wrong key for key id "
+        f"'{active.id}' or corrupt data"
+    ]
+    content, warnings = _read_reported(chat, message_id, Keyring(tmp_path / "none.json"))
+    assert content is None and "no key" in warnings[0] and str(message_id) in warnings[0]
+    # One unreadable row does not take the others down with it.
+    with user_transaction(chat.engine, chat.bob, chat.keyring) as conn:
+        rows = dict(
+            conn.execute(
+                sa.text("SELECT id, content FROM chat.messages_decrypted WHERE id IN (:a, :b)"),
+                {"a": message_id, "b": other},
+            ).all()
+        )
+    assert rows == {message_id: "read me", other: "and me"}
 
 
 def test_keys_end_with_the_transaction(chat: Chat) -> None:

@@ -50,8 +50,8 @@ _CALLS = {
     "chat.my_claimable_thread_ids()": "SELECT * FROM chat.my_claimable_thread_ids()",
     "chat.my_memberships()": "SELECT * FROM chat.my_memberships()",
     "chat.my_thread_counts(uuid[])": "SELECT * FROM chat.my_thread_counts(ARRAY[%(t)s]::pg_catalog.uuid[])",
-    "chat.decrypt_message(text,text)": (
-        "SELECT chat.decrypt_message(content, key_id) FROM chat.messages"
+    "chat.decrypt_message(text,text,uuid,uuid)": (
+        "SELECT chat.decrypt_message(content, key_id, id, thread_id) FROM chat.messages"
     ),
 }
 
@@ -73,6 +73,7 @@ def _workload(conn: Conn, chat: SeededChat) -> None:
         "messages_decrypted",
         "attachments",
         "encryption_keys",
+        "deployment",
     ):
         conn.execute(f"SELECT * FROM chat.{relation}").fetchall()
     conn.execute(

@@ -134,7 +134,7 @@ def test_message_history_pages_decrypted_with_authors_and_attachments(chat: Gene
         )
     expected = _admin_rows(
         chat,
-        "SELECT m.id, chat.decrypt_message(m.content, m.key_id), u.username, "
+        "SELECT m.id, chat.decrypt_message(m.content, m.key_id, m.id, m.thread_id), u.username, "
         "(SELECT count(*) FROM chat.attachments a WHERE a.message_id = m.id) "
         "FROM chat.messages m JOIN chat.users u ON u.id = m.user_id "
         "WHERE m.thread_id = :t ORDER BY m.created_at DESC, m.id DESC",
@@ -185,7 +185,7 @@ def test_post_messages_inserts_a_batch_encrypted(chat: Generated) -> None:
     assert len(set(ids)) == 25
     stored = _admin_rows(
         chat,
-        "SELECT content, key_id, chat.decrypt_message(content, key_id) FROM chat.messages "
+        "SELECT content, key_id, chat.decrypt_message(content, key_id, id, thread_id) FROM chat.messages "
         "WHERE id = ANY(:ids)",
         {"ids": ids},
     )

@@ -106,7 +106,7 @@ SELECT p.*,
 # the explicit baseline, a superuser that RLS does not bind, reads chat.users.
 _HISTORY = """
 SELECT p.id, p.thread_id, p.user_id,
-       chat.decrypt_message(p.content, p.key_id) AS content,
+       chat.decrypt_message(p.content, p.key_id, p.id, p.thread_id) AS content,
        p.parent_id, p.status, p.metadata, p.created_at, p.updated_at,
        u.username, u.profile_image,
        (SELECT count(*) FROM chat.attachments a WHERE a.message_id = p.id) AS attachment_count
@@ -171,7 +171,7 @@ class HistoryMessage:
     id: UUID
     thread_id: UUID
     user_id: UUID
-    content: str
+    content: str | None  # None: could not be decrypted (a WARNING names the message)
     parent_id: UUID | None
     status: str | None
     metadata: Any

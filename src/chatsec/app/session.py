@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring
-from chatsec.keys.transaction import key_settings
+from chatsec.keys.transaction import IDENTITY_ONLY, TRANSACTION_SETTINGS, transaction_parameters
 
 # is_local = true: PostgreSQL drops the setting when the transaction ends, so a
 # pooled connection never carries one user's identity (or keys) into the next transaction.
@@ -29,16 +29,17 @@ def user_transaction(
     """A transaction acting for `user_id`: committed on success, rolled back on error.
 
     With a keyring, messages written are encrypted with its active key and
-    chat.messages_decrypted reads with any of its readable keys (docs/encryption.md).
-    Without one, writing a message fails (no key) and reading gives ciphertext only.
+    chat.messages_decrypted reads with its readable keys that the registry still reads
+    with (docs/encryption.md). Without one, writing a message fails (no key) and
+    reading gives no content. Pass the keyring only to transactions that need it: any
+    SQL in the transaction can read the keys it holds. Identity and keys are set in one
+    statement.
     """
     try:
-        uid = str(UUID(str(user_id)))
+        uid = UUID(str(user_id))
     except ValueError:
         raise ChatsecError(f"not a user id (UUID expected): {user_id!r}") from None
     with engine.begin() as conn:
-        set_local(conn, "app.user_id", uid)
-        if keyring is not None:
-            for name, value in key_settings(keyring):
-                set_local(conn, name, value)
+        statement = IDENTITY_ONLY if keyring is None else TRANSACTION_SETTINGS
+        conn.exec_driver_sql(statement, transaction_parameters(uid, keyring))
         yield conn

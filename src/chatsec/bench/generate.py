@@ -24,7 +24,7 @@ import psycopg
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.keys.keyring import Key, Keyring
-from chatsec.keys.registry import verifier
+from chatsec.keys.registry import register
 
 Conn = psycopg.Connection[Any]
 
@@ -112,13 +112,6 @@ def run_script(conn: Conn, script: str, params: dict[str, object] | None = None)
             conn.execute(statement, params if "%(" in statement else None)
 
 
-def register_key(conn: Conn, key: Key) -> None:
-    conn.execute(
-        "INSERT INTO chat.encryption_keys (id, verifier) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (key.id, verifier(key)),
-    )
-
-
 def set_session_keys(conn: Conn, writer: Key, readable: list[Key]) -> None:
     """Keys for this session (is_local = false): the benchmark's own connections only."""
     for name, value in (
@@ -149,7 +142,7 @@ def generate(
     old, active = keyring.readable_keys[1], keyring.active
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
         for key in (old, active):
-            register_key(conn, key)
+            register(conn, key)
         conn.execute(_USERS, {"users": scale.users})
         conn.execute(_THREADS, {"threads": scale.threads})
         run_script(conn, _PARTICIPANTS, {"users": scale.users, "threads": scale.threads})

@@ -235,7 +235,8 @@ def session_reset(logins: Logins, engines: Engines, subject: Subject, repeat: in
 
 
 _DECRYPT_FN = (
-    "SELECT count(chat.decrypt_message(content, key_id)) FROM chat.messages WHERE id = ANY(:ids)"
+    "SELECT count(chat.decrypt_message(content, key_id, id, thread_id)) FROM chat.messages "
+    "WHERE id = ANY(:ids)"
 )
 _DECRYPT_RAW = (
     "SELECT count(extensions.pgp_sym_decrypt(extensions.dearmor(content), :key)) "
@@ -253,7 +254,7 @@ def history_latency(engines: Engines, subject: Subject, repeat: int) -> Figures:
         repeat,
     )
     plain_sql = queries.history_sql().replace(
-        "chat.decrypt_message(p.content, p.key_id)", "p.content"
+        "chat.decrypt_message(p.content, p.key_id, p.id, p.thread_id)", "p.content"
     )
     undecrypted = engines.timed_app(
         subject.user_id, plain_sql, {"thread_id": subject.thread_id, "limit": PAGE}, repeat

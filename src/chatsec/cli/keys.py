@@ -1,4 +1,7 @@
-"""`chatsec keys generate | register | status | rotate | retire` (docs/encryption.md)."""
+"""`chatsec keys generate | register | status | rotate | retire | unretire | purge | seal`.
+
+docs/encryption.md (keys and rotation) and docs/keyring.md (the file).
+"""
 
 from __future__ import annotations
 
@@ -21,8 +24,16 @@ from rich.text import Text
 
 from chatsec.cli.options import database_url_option, keyring_option
 from chatsec.db.url import DatabaseURL, resolve_url
-from chatsec.keys.keyring import Keyring, passphrase_from_env, resolve_keyring_path
-from chatsec.keys.manage import generate_key, key_status, register_keys, retire_key
+from chatsec.errors import ChatsecError
+from chatsec.keys.keyring import PASSPHRASE_ENV, Keyring, passphrase_from_env, resolve_keyring_path
+from chatsec.keys.manage import (
+    generate_key,
+    key_status,
+    purge_key,
+    register_keys,
+    retire_key,
+    unretire_key,
+)
 from chatsec.keys.rotate import DEFAULT_BATCH_SIZE, rotate
 
 _keyring_option = keyring_option()
@@ -49,7 +60,11 @@ class _RowsPerSecond(ProgressColumn):
 
 @click.group()
 def keys() -> None:
-    """Encryption keys: a keyring file outside the database, registered ids inside it."""
+    """Encryption keys: a keyring file outside the database, registered ids inside it.
+
+    The keyring path comes from --keyring or $CHATSEC_KEYRING; a sealed keyring opens
+    with $CHATSEC_KEYRING_PASSPHRASE (chatsec keys seal seals one).
+    """
 
 
 @keys.command()
@@ -92,29 +107,44 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
     url = resolve_url(database_url)
     table = Table("key id", "keyring", "registered", "rows")
     for row in key_status(keyring, url):
-        table.add_row(row.id or "(plaintext, no key)", row.in_keyring, row.registered,
-                      str(row.rows))
+        table.add_row(
+            row.id or "(plaintext, no key)", row.in_keyring, row.registered, str(row.rows)
+        )
     Console().print(table)
 
 
 @keys.command(name="rotate")
 @_keyring_option
 @database_url_option()
-@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=int,
-              help="Rows re-encrypted per transaction.")
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=int,
+    help="Rows re-encrypted per transaction.",
+)
 @click.option("--no-vacuum", is_flag=True, help="Skip VACUUM (ANALYZE) chat.messages at the end.")
 def rotate_command(
     keyring_path: Path | None, database_url: str | None, batch_size: int, no_vacuum: bool
 ) -> None:
     """Re-encrypt every message under the active key, online; rerun to resume.
 
-    With rows left under older keys it finishes that rotation; otherwise it first
-    generates and registers a new active key.
+    With rows left under older keys it finishes that rotation; otherwise (or when the
+    active key is from before row binding) it first generates and registers a new
+    active key. At the end the previous keys are drained: no transaction is handed
+    them and none may write under them. Rows that cannot be decrypted are skipped
+    and listed (exit 1).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
-    columns = (TextColumn("re-encrypting"), BarColumn(), MofNCompleteColumn(), _RowsLeft(),
-               _RowsPerSecond(), TimeElapsedColumn())
+    columns = (
+        TextColumn("re-encrypting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RowsLeft(),
+        _RowsPerSecond(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task("rotate", total=None)
 
@@ -127,9 +157,26 @@ def rotate_command(
             bar.update(task, completed=done, total=done + left)
 
         result = rotate(keyring, url, batch_size, not no_vacuum, started, progressed)
+    if result.plaintext_rows:
+        click.echo(
+            f"warning: {result.plaintext_rows} row(s) held plaintext from before encryption; "
+            "their old versions survive in the table's free space until VACUUM FULL, in WAL "
+            "and in earlier backups (docs/encryption.md)",
+            err=True,
+        )
+    drained = f"; rotated out {', '.join(result.drained)}" if result.drained else ""
+    if result.skipped:
+        shown = ", ".join(result.skipped[:10])
+        more = f" and {len(result.skipped) - 10} more" if len(result.skipped) > 10 else ""
+        click.echo(
+            f"{result.rows} row(s) re-encrypted under key {result.key_id}{drained}; "
+            f"{len(result.skipped)} row(s) could not be decrypted and stay under their key: "
+            f"{shown}{more}"
+        )
+        raise SystemExit(1)
     click.echo(
         f"every message is under key {result.key_id}: {result.rows} row(s) re-encrypted "
-        f"in {result.passes} pass(es)" + ("" if no_vacuum else ", vacuumed")
+        f"in {result.passes} pass(es)" + ("" if no_vacuum else ", vacuumed") + drained
     )
 
 
@@ -138,11 +185,69 @@ def rotate_command(
 @_keyring_option
 @database_url_option()
 def retire(key_id: str, keyring_path: Path | None, database_url: str | None) -> None:
-    """Retire KEY_ID: refused while any message uses it."""
+    """Retire KEY_ID: refused for the active key and while any message uses it.
+
+    Waits until every transaction open when the key was marked has ended, so a write
+    already under way cannot leave a row under a retired key.
+    """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     retire_key(keyring, url, key_id)
     click.echo(f"retired key {key_id} in {keyring.path} and {url.target}")
+
+
+@keys.command()
+@click.argument("key_id")
+@_keyring_option
+@database_url_option()
+def unretire(key_id: str, keyring_path: Path | None, database_url: str | None) -> None:
+    """Bring retired KEY_ID back as a previous key (readable again), while the keyring has it.
+
+    For rows found under a key after it was retired, or to read an older backup on purpose.
+    """
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    unretire_key(keyring, url, key_id)
+    click.echo(f"key {key_id} is a previous key again in {keyring.path} and {url.target}")
+
+
+@keys.command()
+@click.argument("key_id")
+@_keyring_option
+@database_url_option()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def purge(key_id: str, keyring_path: Path | None, database_url: str | None, yes: bool) -> None:
+    """Destroy retired KEY_ID's secret in the keyring for good (crypto-shredding).
+
+    Only a retired key no message of this database uses. Every row under it in an
+    older backup becomes unreadable, and nothing can bring the key back.
+    """
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    if not yes:
+        click.confirm(
+            f"Destroy key {key_id} in {keyring.path}? Older backups holding rows under it "
+            "become unreadable for good",
+            abort=True,
+        )
+    purge_key(keyring, url, key_id)
+    click.echo(f"purged key {key_id}: its secret is gone from {keyring.path}")
+
+
+@keys.command()
+@_keyring_option
+def seal(keyring_path: Path | None) -> None:
+    """Seal an unsealed keyring with $CHATSEC_KEYRING_PASSPHRASE (scrypt + AES-256-GCM).
+
+    The passphrase must be strong (at least 12 characters, hard to guess); from then on
+    every command needs it to open the keyring.
+    """
+    path = resolve_keyring_path(str(keyring_path) if keyring_path else None)
+    passphrase = passphrase_from_env()
+    if passphrase is None:
+        raise ChatsecError(f"set {PASSPHRASE_ENV} to the passphrase to seal {path} with")
+    Keyring.seal_existing(path, passphrase)
+    click.echo(f"sealed keyring {path}")
 
 
 COMMANDS = [keys]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import os
 import re
@@ -21,11 +22,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from chatsec.errors import ChatsecError
 
-Status = Literal["active", "previous", "retired"]
-STATUSES: tuple[Status, ...] = ("active", "previous", "retired")
+Status = Literal["active", "previous", "retired", "purged"]
+STATUSES: tuple[Status, ...] = ("active", "previous", "retired", "purged")
 
 FORMAT = "chatsec-keyring"
-VERSION = 1
+VERSION = 2  # written; READABLE_VERSIONS are read
+READABLE_VERSIONS = (1, 2)
 KEYRING_ENV = "CHATSEC_KEYRING"
 PASSPHRASE_ENV = "CHATSEC_KEYRING_PASSPHRASE"  # noqa: S105 - a variable name
 
@@ -34,26 +36,61 @@ _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SECRET_BYTES = 32
 _HEX_RE = re.compile(r"[0-9a-fA-F]*")
 _KEY_FIELDS = frozenset({"id", "created_at", "status", "secret"})
+_PURGED_FIELDS = frozenset({"id", "created_at", "status"})
+_V1_STATUSES = frozenset({"active", "previous", "retired"})
 
-_AAD = b"chatsec-keyring-v1"
+# A generation fits a PostgreSQL bigint, where the high-water mark is kept.
+_MAX_GENERATION = 2**63 - 1
+
+_AAD_V1 = b"chatsec-keyring-v1"
+# Version 2 authenticates the whole header: this label, then its canonical JSON.
+_AAD_V2_LABEL = b"chatsec-keyring-v2\n"
 _CIPHER = "AES-256-GCM"
 _KDF = "scrypt"
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**15, 8, 1
+_SEALED_FIELDS_V2 = frozenset({"kdf", "n", "r", "p", "salt", "cipher", "nonce", "ciphertext"})
 # Bounds on parameters read from a file, so a tampered file cannot make load() take
 # gigabytes of memory or minutes of CPU before the tag check rejects it.
 _MAX_N, _MAX_R, _MAX_P, _MAX_MEMORY = 2**20, 32, 16, 2**30
 _MIN_SALT_BYTES = 16
 _NONCE_BYTES = 12
 
+# Passphrases for new seals: a length floor plus zxcvbn's guess estimate (about 40 bits).
+MIN_PASSPHRASE_CHARS = 12
+MIN_PASSPHRASE_GUESSES = 10**12
+_ZXCVBN_MAX_CHARS = 72  # zxcvbn refuses longer input; a prefix underestimates, never over
+_PASSPHRASE_RULE = (
+    f"a new seal needs at least {MIN_PASSPHRASE_CHARS} characters and an estimated "
+    f"10^12 guesses (zxcvbn), e.g. 4 or more random words or 16 random characters"
+)
+
+
+@dataclass(frozen=True)
+class ScryptCost:
+    """scrypt's work parameters: n (a power of two), block size r, parallelism p."""
+
+    n: int
+    r: int
+    p: int
+
+
+# At least OWASP's scrypt minimum (n=2^17, r=8, p=1): 128 MiB per guess. Every save uses it.
+SCRYPT_COST = ScryptCost(n=2**17, r=8, p=1)
+# Only for tests, through `insecure_kdf_for_tests=True`; version 2 files sealed with it are
+# refused unless the reader passes the same flag, so they cannot pass for production files.
+_TEST_ONLY_SCRYPT_COST = ScryptCost(n=2**10, r=8, p=1)
+
 
 @dataclass(frozen=True)
 class Key:
-    """One encryption key; `material` is the pgcrypto passphrase. repr never shows the secret."""
+    """One encryption key; `material` is the pgcrypto passphrase. repr never shows the secret.
+
+    A purged key keeps its id, creation time and status but has no secret (None).
+    """
 
     id: str
     created_at: str
     status: Status
-    secret: bytes = field(repr=False)
+    secret: bytes | None = field(repr=False)
 
     def __post_init__(self) -> None:
         if not _ID_RE.fullmatch(self.id):
@@ -63,17 +100,26 @@ class Key:
         if self.status not in STATUSES:
             raise ChatsecError(
                 f"key {self.id} has bad status {self.status!r}: "
-                "expected active, previous or retired"
+                "expected active, previous, retired or purged"
             )
-        if len(self.secret) != _SECRET_BYTES:
+        if self.status == "purged":
+            if self.secret is not None:
+                raise ChatsecError(f"key {self.id} is purged but still has a secret")
+        elif self.secret is None or len(self.secret) != _SECRET_BYTES:
+            length = 0 if self.secret is None else len(self.secret)
             raise ChatsecError(
-                f"key {self.id} has a {len(self.secret)}-byte secret: expected {_SECRET_BYTES}"
+                f"key {self.id} has a {length}-byte secret: expected {_SECRET_BYTES}"
             )
         _parse_timestamp(self.created_at, self.id)
 
     @property
     def material(self) -> str:
         """The passphrase given to pgp_sym_encrypt/pgp_sym_decrypt: the secret as 64 hex digits."""
+        if self.secret is None:
+            raise ChatsecError(
+                f"key {self.id} was purged: its secret no longer exists, so nothing "
+                "encrypted with it can be decrypted"
+            )
         return self.secret.hex()
 
     @property
@@ -81,56 +127,101 @@ class Key:
         return _parse_timestamp(self.created_at, self.id)
 
     def to_json(self) -> dict[str, str]:
-        return {
-            "id": self.id,
-            "created_at": self.created_at,
-            "status": self.status,
-            "secret": self.secret.hex(),
-        }
+        entry = {"id": self.id, "created_at": self.created_at, "status": self.status}
+        if self.secret is not None:
+            entry["secret"] = self.secret.hex()
+        return entry
 
 
 class Keyring:
-    """The keys stored at `path`; saved sealed with a passphrase when `sealed` is true."""
+    """The keys stored at `path`; saved sealed with a passphrase when `sealed` is true.
+
+    `insecure_kdf_for_tests` (everywhere it appears) swaps the scrypt cost for a cheap one
+    so test suites stay fast; production code never passes it.
+    """
 
     def __init__(
-        self, path: Path, keys: list[Key] | None = None, passphrase: str | None = None
+        self,
+        path: Path,
+        keys: list[Key] | None = None,
+        passphrase: str | None = None,
+        *,
+        insecure_kdf_for_tests: bool = False,
     ) -> None:
         self._path = path
         self._keys = list(keys or [])
         _check_keys(self._keys, f"keyring {path}")
-        self._passphrase = None if passphrase is None else _check_passphrase(passphrase)
+        self._generation = 0
+        self._insecure_kdf_for_tests = insecure_kdf_for_tests
+        self._passphrase: str | None = None
+        if passphrase is not None:
+            self.seal(passphrase)  # a new keyring is a new seal: the strength rule applies
 
     def __repr__(self) -> str:
         # Written by hand so the passphrase can never end up in a log line.
-        return f"Keyring({str(self._path)!r}, keys={len(self._keys)}, sealed={self.sealed})"
+        return (
+            f"Keyring({str(self._path)!r}, keys={len(self._keys)}, sealed={self.sealed}, "
+            f"generation={self._generation})"
+        )
 
     @classmethod
-    def empty(cls, path: Path, passphrase: str | None = None) -> Keyring:
+    def empty(
+        cls, path: Path, passphrase: str | None = None, *, insecure_kdf_for_tests: bool = False
+    ) -> Keyring:
         """A keyring with no keys, not yet written to `path`."""
-        return cls(path, [], passphrase)
+        return cls(path, [], passphrase, insecure_kdf_for_tests=insecure_kdf_for_tests)
 
     @classmethod
-    def create(cls, path: Path, passphrase: str | None = None) -> Keyring:
+    def create(
+        cls, path: Path, passphrase: str | None = None, *, insecure_kdf_for_tests: bool = False
+    ) -> Keyring:
         """Write a new empty keyring at `path`, refusing to overwrite an existing file."""
-        if path.exists():
+        # lexists: a dangling symlink is "something there" too.
+        if os.path.lexists(path):
             raise ChatsecError(f"keyring {path} already exists")
-        keyring = cls.empty(path, passphrase)
+        keyring = cls.empty(path, passphrase, insecure_kdf_for_tests=insecure_kdf_for_tests)
         keyring.save()
         return keyring
 
     @classmethod
-    def load(cls, path: Path, passphrase: str | None = None) -> Keyring:
-        """Read the keyring at `path`; `passphrase` is needed only if the file is sealed."""
+    def load(
+        cls, path: Path, passphrase: str | None = None, *, insecure_kdf_for_tests: bool = False
+    ) -> Keyring:
+        """Read the keyring at `path`; a passphrase is required for, and only for, sealed files."""
+        if passphrase is not None:
+            _require_nonempty(passphrase)
         document = _parse_json(_read_private(path), f"keyring {path}")
-        keys, sealed = _parse_document(document, path, passphrase)
-        return cls(path, keys, passphrase if sealed else None)
+        parsed = _parse_document(document, path, passphrase, insecure_kdf_for_tests)
+        keyring = cls(path, parsed.keys, insecure_kdf_for_tests=insecure_kdf_for_tests)
+        keyring._generation = parsed.generation
+        # An existing seal keeps its passphrase even if it is weak: only new seals are checked.
+        keyring._passphrase = passphrase if parsed.sealed else None
+        return keyring
 
     @classmethod
-    def load_or_empty(cls, path: Path, passphrase: str | None = None) -> Keyring:
+    def load_or_empty(
+        cls, path: Path, passphrase: str | None = None, *, insecure_kdf_for_tests: bool = False
+    ) -> Keyring:
         """`load` if `path` exists, else `empty` (sealed if a passphrase is given)."""
         if os.path.lexists(path):
-            return cls.load(path, passphrase)
-        return cls.empty(path, passphrase)
+            return cls.load(path, passphrase, insecure_kdf_for_tests=insecure_kdf_for_tests)
+        return cls.empty(path, passphrase, insecure_kdf_for_tests=insecure_kdf_for_tests)
+
+    @classmethod
+    def seal_existing(
+        cls, path: Path, passphrase: str, *, insecure_kdf_for_tests: bool = False
+    ) -> Keyring:
+        """Seal the unsealed keyring at `path` with `passphrase` and save it (`chatsec keys seal`)."""
+        document = _parse_json(_read_private(path), f"keyring {path}")
+        if isinstance(document, dict) and "sealed" in document:
+            raise ChatsecError(
+                f"keyring {path} is already sealed: to change its passphrase, load it with "
+                "the current one and seal it with the new one"
+            )
+        keyring = cls.load(path, insecure_kdf_for_tests=insecure_kdf_for_tests)
+        keyring.seal(passphrase)
+        keyring.save()
+        return keyring
 
     @property
     def path(self) -> Path:
@@ -141,7 +232,13 @@ class Keyring:
         return self._passphrase is not None
 
     @property
+    def generation(self) -> int:
+        """The generation of the file this keyring was loaded from or last saved as (0: never)."""
+        return self._generation
+
+    @property
     def keys(self) -> list[Key]:
+        """Every key, purged records included (they have no secret)."""
         return list(self._keys)
 
     @property
@@ -164,6 +261,17 @@ class Keyring:
                 return key
         raise ChatsecError(f"keyring {self._path} has no key {key_id!r}")
 
+    def require_generation_at_least(self, minimum: int, *, source: str) -> None:
+        """Refuse an old copy: `minimum` is the newest generation `source` has seen saved."""
+        if type(minimum) is not int or not 0 <= minimum <= _MAX_GENERATION:
+            raise ChatsecError(f"bad keyring generation high-water mark {minimum!r} from {source}")
+        if self._generation < minimum:
+            raise ChatsecError(
+                f"keyring {self._path} is generation {self._generation}, older than generation "
+                f"{minimum} recorded in {source}: it is an old or rolled-back copy, use the "
+                "newest keyring"
+            )
+
     def generate(self, activate: bool = True) -> Key:
         """Add a fresh key; active (demoting the old active key to previous) or else previous."""
         now = datetime.now(UTC)
@@ -185,10 +293,10 @@ class Keyring:
     def activate(self, key_id: str) -> Key:
         """Make `key_id` the key new data is encrypted with; the old active key becomes previous."""
         key = self.get(key_id)
-        if key.status == "retired":
+        if key.status in ("retired", "purged"):
             # A retired key may have been retired because it leaked; never write with it again.
             raise ChatsecError(
-                f"key {key_id} is retired and cannot be activated: generate a new key"
+                f"key {key_id} is {key.status} and cannot be activated: generate a new key"
             )
         if key.status == "active":
             return key
@@ -203,25 +311,58 @@ class Keyring:
                 f"key {key_id} is the active key of keyring {self._path}: "
                 "activate or generate another key before retiring it"
             )
+        if key.status == "purged":
+            raise ChatsecError(f"key {key_id} is already purged from keyring {self._path}")
         return self._set_status(key_id, "retired")
 
+    def unretire(self, key_id: str) -> Key:
+        """Bring a retired key back to previous, so it decrypts again; refused once purged."""
+        key = self.get(key_id)
+        if key.status == "purged":
+            raise ChatsecError(
+                f"key {key_id} was purged from keyring {self._path}: its secret is gone "
+                "and it cannot be brought back"
+            )
+        if key.status != "retired":
+            raise ChatsecError(f"key {key_id} is {key.status}, not retired: nothing to unretire")
+        return self._set_status(key_id, "previous")
+
+    def purge(self, key_id: str) -> Key:
+        """Delete a retired key's secret for good, keeping a record (crypto-shredding)."""
+        key = self.get(key_id)
+        if key.status == "purged":
+            raise ChatsecError(f"key {key_id} is already purged from keyring {self._path}")
+        if key.status != "retired":
+            raise ChatsecError(
+                f"key {key_id} is {key.status}: only a retired key can be purged, retire it first"
+            )
+        return self._replace(replace(key, status="purged", secret=None))
+
     def seal(self, passphrase: str) -> None:
-        """Save sealed with `passphrase` from now on."""
-        self._passphrase = _check_passphrase(passphrase)
+        """Save sealed with `passphrase` from now on (also changes a sealed keyring's passphrase)."""
+        self._passphrase = _check_new_passphrase(passphrase)
 
     def unseal(self) -> None:
         """Save as plain JSON from now on (still mode 0600)."""
         self._passphrase = None
 
     def save(self) -> None:
-        """Write the keyring atomically with mode 0600, sealed if it has a passphrase."""
-        entries = [key.to_json() for key in self._keys]
+        """Write the next generation atomically with mode 0600, sealed if there is a passphrase."""
+        generation = self._generation + 1
+        if generation > _MAX_GENERATION:
+            raise ChatsecError(f"keyring {self._path} has reached its last generation")
         document: dict[str, object] = {"format": FORMAT, "version": VERSION}
+        document["generation"] = generation
+        entries = [key.to_json() for key in self._keys]
         if self._passphrase is None:
             document["keys"] = entries
         else:
-            document["sealed"] = _seal(json.dumps(entries).encode(), self._passphrase)
+            cost = _TEST_ONLY_SCRYPT_COST if self._insecure_kdf_for_tests else SCRYPT_COST
+            plaintext = json.dumps(entries).encode()
+            document["sealed"] = _seal(plaintext, self._passphrase, generation, cost)
         _write_private(self._path, (json.dumps(document, indent=2) + "\n").encode())
+        # Only once the file holds it, so a failed save leaves the generation as on disk.
+        self._generation = generation
 
     def _demote_active(self) -> None:
         for key in self._keys:
@@ -229,11 +370,14 @@ class Keyring:
                 self._set_status(key.id, "previous")
 
     def _set_status(self, key_id: str, status: Status) -> Key:
+        return self._replace(replace(self.get(key_id), status=status))
+
+    def _replace(self, new: Key) -> Key:
         for index, key in enumerate(self._keys):
-            if key.id == key_id:
-                self._keys[index] = replace(key, status=status)
-                return self._keys[index]
-        raise ChatsecError(f"keyring {self._path} has no key {key_id!r}")
+            if key.id == new.id:
+                self._keys[index] = new
+                return new
+        raise ChatsecError(f"keyring {self._path} has no key {new.id!r}")
 
 
 def resolve_keyring_path(explicit: str | None) -> Path:
@@ -267,10 +411,35 @@ def _parse_timestamp(value: str, key_id: str) -> datetime:
     return parsed
 
 
-def _check_passphrase(passphrase: str) -> str:
+def _normalize(passphrase: str) -> str:
+    # NFC so the same passphrase typed on systems that compose accents differently still works.
+    return unicodedata.normalize("NFC", passphrase)
+
+
+def _require_nonempty(passphrase: str) -> str:
     if not passphrase:
         raise ChatsecError("keyring passphrase must not be empty")
     return passphrase
+
+
+def _check_new_passphrase(passphrase: str) -> str:
+    """`passphrase` if it is strong enough for a new seal; the error never quotes it."""
+    normalized = _normalize(_require_nonempty(passphrase))
+    if len(normalized) < MIN_PASSPHRASE_CHARS:
+        raise ChatsecError(f"keyring passphrase is too short: {_PASSPHRASE_RULE}")
+    if passphrase_guesses(normalized) < MIN_PASSPHRASE_GUESSES:
+        raise ChatsecError(f"keyring passphrase is too easy to guess: {_PASSPHRASE_RULE}")
+    return passphrase
+
+
+def passphrase_guesses(passphrase: str) -> int:
+    """zxcvbn's estimate of the guesses needed to find `passphrase` (its first 72 characters)."""
+    # Imported here: the dictionaries take ~70 ms to load and only sealing needs them.
+    from zxcvbn import zxcvbn  # type: ignore[import-untyped]
+
+    # Context words an attacker would try first count as known words.
+    estimate = zxcvbn(passphrase[:_ZXCVBN_MAX_CHARS], user_inputs=["chatsec", "keyring"])
+    return int(estimate["guesses"])  # a Decimal; int keeps the comparison exact
 
 
 def _check_keys(keys: list[Key], where: str) -> None:
@@ -287,19 +456,25 @@ def _check_keys(keys: list[Key], where: str) -> None:
 
 
 def _read_private(path: Path) -> bytes:
+    # O_NOFOLLOW: a symlink at the path is refused, not followed. O_NONBLOCK: a FIFO
+    # planted there cannot hang the open (regular files ignore it).
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise ChatsecError(
             f"keyring {path} does not exist: chatsec keys generate --keyring {path}"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise ChatsecError(_symlink_message(path)) from None
         raise ChatsecError(f"cannot read keyring {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         # fstat on the open file, not stat on the name, so the checked file is the one read.
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ChatsecError(f"keyring {path} is not a regular file")
+        _check_owner(path, st.st_uid)
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             grants = "readable" if mode & 0o044 else "accessible"
@@ -312,12 +487,45 @@ def _read_private(path: Path) -> bytes:
             raise ChatsecError(f"cannot read keyring {path}: {exc.strerror}") from None
 
 
+def _symlink_message(path: Path) -> str:
+    return f"keyring {path} is a symbolic link: refusing it, give the path of the real file"
+
+
+def _check_owner(path: Path, uid: int) -> None:
+    # Even root refuses: a file someone else owns may have been planted or swapped in.
+    euid = os.geteuid()
+    if uid != euid:
+        raise ChatsecError(
+            f"keyring {path} is owned by uid {uid}, not by the current user (uid {euid}): "
+            f"if it is yours, chown {euid} {path}"
+        )
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to save over a symlink, a non-file or a file owned by someone else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ChatsecError(f"cannot write keyring {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ChatsecError(_symlink_message(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise ChatsecError(f"keyring {path} is not a regular file")
+    _check_owner(path, st.st_uid)
+
+
 def _write_private(path: Path, data: bytes) -> None:
+    # os.replace would silently swap a symlink for a file; refuse instead. A link planted
+    # after this check is replaced, never written through, since rename does not follow it.
+    _check_replaceable(path)
     # A temp file in the same directory makes os.replace atomic; O_EXCL refuses to
     # follow a planted symlink, and 0600 means the secret is never briefly world-readable.
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(tmp, flags, 0o600)
     except OSError as exc:
         raise ChatsecError(f"cannot write keyring {path}: {exc.strerror}") from None
     try:
@@ -359,45 +567,109 @@ def _parse_json(raw: bytes, where: str) -> object:
         ) from None
 
 
-def _parse_document(document: object, path: Path, passphrase: str | None) -> tuple[list[Key], bool]:
-    """The keys in a parsed keyring file, and whether it was sealed."""
+@dataclass(frozen=True)
+class _Parsed:
+    """What a keyring file holds once read and, if sealed, unsealed."""
+
+    keys: list[Key]
+    generation: int
+    sealed: bool
+
+
+def _parse_document(
+    document: object, path: Path, passphrase: str | None, insecure_kdf_for_tests: bool
+) -> _Parsed:
     where = f"keyring {path}"
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ChatsecError(f'{path} is not a chatsec keyring (no "format": "{FORMAT}")')
-    version = document.get("version")
-    # type() rather than ==, since True == 1 in Python.
-    if type(version) is not int or version != VERSION:
-        raise ChatsecError(
-            f"{where} has unsupported version {version!r}: this chatsec reads version {VERSION}"
-        )
-    body = set(document) - {"format", "version"}
+    header = cast(dict[str, object], document)
+    version = _parse_version(header.get("version"), where)
+    expected = {"format", "version"} if version == 1 else {"format", "version", "generation"}
+    missing = expected - set(header)
+    if missing:
+        raise ChatsecError(f"{where} has no {', '.join(sorted(missing))}")
+    body = set(header) - expected
     if body not in ({"keys"}, {"sealed"}):
         found = ", ".join(sorted(body)) or "nothing"
         raise ChatsecError(f'{where} must have exactly one of "keys" or "sealed" (found {found})')
-    if "keys" in document:
-        return _parse_keys(document["keys"], where), False
+    generation = 0 if version == 1 else _parse_generation(header["generation"], where)
+    if "keys" in header:
+        if passphrase is not None:
+            # Never load plain secrets as if they were sealed, nor save them back unsealed.
+            raise ChatsecError(
+                f"keyring {path} is not sealed but {PASSPHRASE_ENV} is set: seal it with "
+                f"chatsec keys seal --keyring {path}, or unset {PASSPHRASE_ENV}"
+            )
+        return _Parsed(_parse_keys(header["keys"], where, version), generation, False)
     if passphrase is None:
         raise ChatsecError(f"{where} is sealed: set {PASSPHRASE_ENV} to its passphrase")
-    plaintext = _unseal(document["sealed"], passphrase, path)
-    return _parse_keys(_parse_json(plaintext, f"sealed {where}"), where), True
+    if version == 1:
+        plaintext = _unseal_v1(header["sealed"], passphrase, path)
+    else:
+        plaintext = _unseal_v2(
+            header["sealed"], generation, passphrase, path, insecure_kdf_for_tests
+        )
+    entries = _parse_json(plaintext, f"sealed {where}")
+    return _Parsed(_parse_keys(entries, where, version), generation, True)
 
 
-def _parse_keys(entries: object, where: str) -> list[Key]:
+def _parse_version(version: object, where: str) -> int:
+    # type() rather than ==, since True == 1 in Python.
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+        raise ChatsecError(
+            f"{where} has unsupported version {version!r}: this chatsec reads versions {readable}"
+        )
+    return version
+
+
+def _parse_generation(generation: object, where: str) -> int:
+    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION:
+        raise ChatsecError(
+            f"{where} has bad generation {generation!r}: expected an integer from 0 to 2^63-1"
+        )
+    return generation
+
+
+def _parse_keys(entries: object, where: str, version: int) -> list[Key]:
     if not isinstance(entries, list):
         raise ChatsecError(f'{where}: "keys" must be a list')
-    keys = [_parse_key(entry, f"{where}, key #{index + 1}") for index, entry in enumerate(entries)]
+    keys = [
+        _parse_key(entry, f"{where}, key #{index + 1}", version)
+        for index, entry in enumerate(entries)
+    ]
     _check_keys(keys, where)
     return keys
 
 
-def _parse_key(entry: object, where: str) -> Key:
-    if not isinstance(entry, dict) or set(entry) != _KEY_FIELDS:
-        names = ", ".join(sorted(_KEY_FIELDS))
+def _parse_key(entry: object, where: str, version: int) -> Key:
+    if not isinstance(entry, dict):
+        raise ChatsecError(f"{where}: expected an object")
+    purged = entry.get("status") == "purged" and version >= 2
+    expected = _PURGED_FIELDS if purged else _KEY_FIELDS
+    if set(entry) != expected:
+        names = ", ".join(sorted(expected))
         raise ChatsecError(f"{where}: expected an object with exactly the fields {names}")
     if not all(isinstance(value, str) for value in entry.values()):
         raise ChatsecError(f"{where}: every field must be a string")
     fields = cast(dict[str, str], entry)
-    secret = fields["secret"]
+    if version == 1 and fields["status"] not in _V1_STATUSES:
+        raise ChatsecError(
+            f"{where}: bad status {fields['status']!r}: expected active, previous or retired"
+        )
+    secret = None if purged else _parse_secret(fields["secret"], where)
+    try:
+        return Key(
+            id=fields["id"],
+            created_at=fields["created_at"],
+            status=cast(Status, fields["status"]),
+            secret=secret,
+        )
+    except ChatsecError as exc:
+        raise ChatsecError(f"{where}: {exc}") from None
+
+
+def _parse_secret(secret: str, where: str) -> bytes:
     # Never echo the secret itself in an error, only what is wrong with it.
     if len(secret) != 2 * _SECRET_BYTES:
         raise ChatsecError(
@@ -405,46 +677,56 @@ def _parse_key(entry: object, where: str) -> Key:
         )
     if not _HEX_RE.fullmatch(secret):
         raise ChatsecError(f"{where}: secret is not hexadecimal")
-    try:
-        return Key(
-            id=fields["id"],
-            created_at=fields["created_at"],
-            status=cast(Status, fields["status"]),
-            secret=bytes.fromhex(secret),
-        )
-    except ChatsecError as exc:
-        raise ChatsecError(f"{where}: {exc}") from None
+    return bytes.fromhex(secret)
 
 
-def _derive(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    # NFC so the same passphrase typed on systems that compose accents differently still works.
-    secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(secret)
+def _derive(passphrase: str, salt: bytes, cost: ScryptCost) -> bytes:
+    secret = _normalize(passphrase).encode("utf-8")
+    return Scrypt(salt=salt, length=32, n=cost.n, r=cost.r, p=cost.p).derive(secret)
 
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _seal(plaintext: bytes, passphrase: str) -> dict[str, object]:
+def _aad_v2(generation: int, header: dict[str, object]) -> bytes:
+    """The associated data of a version 2 seal: every header field, as canonical JSON."""
+    bound = {"format": FORMAT, "version": 2, "generation": generation, "sealed": header}
+    canonical = json.dumps(bound, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _AAD_V2_LABEL + canonical.encode("ascii")
+
+
+def _seal(
+    plaintext: bytes, passphrase: str, generation: int, cost: ScryptCost
+) -> dict[str, object]:
     # Fresh salt on every save, so each save also gets a fresh AES key and nonce reuse is moot.
     salt = secrets.token_bytes(_MIN_SALT_BYTES)
     nonce = secrets.token_bytes(_NONCE_BYTES)
-    key = _derive(passphrase, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
-    return {
+    header: dict[str, object] = {
         "kdf": _KDF,
-        "n": _SCRYPT_N,
-        "r": _SCRYPT_R,
-        "p": _SCRYPT_P,
+        "n": cost.n,
+        "r": cost.r,
+        "p": cost.p,
         "salt": _b64(salt),
         "cipher": _CIPHER,
         "nonce": _b64(nonce),
-        "ciphertext": _b64(AESGCM(key).encrypt(nonce, plaintext, _AAD)),
     }
+    key = _derive(passphrase, salt, cost)
+    ciphertext = AESGCM(key).encrypt(nonce, plaintext, _aad_v2(generation, header))
+    return {**header, "ciphertext": _b64(ciphertext)}
 
 
-def _unseal(sealed: object, passphrase: str, path: Path) -> bytes:
-    where = f'keyring {path} has a bad "sealed" section'
+@dataclass(frozen=True)
+class _SealedSection:
+    """A validated "sealed" object: the cost, salt, nonce and ciphertext, decoded."""
+
+    cost: ScryptCost
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+
+def _parse_sealed(sealed: object, where: str) -> _SealedSection:
     if not isinstance(sealed, dict):
         raise ChatsecError(f"{where}: expected an object")
     if sealed.get("kdf") != _KDF:
@@ -463,12 +745,44 @@ def _unseal(sealed: object, passphrase: str, path: Path) -> bytes:
     )
     if len(salt) < _MIN_SALT_BYTES or len(nonce) != _NONCE_BYTES:
         raise ChatsecError(f"{where}: salt or nonce has the wrong length")
+    return _SealedSection(ScryptCost(n, r, p), salt, nonce, ciphertext)
+
+
+def _decrypt(section: _SealedSection, passphrase: str, aad: bytes, path: Path) -> bytes:
+    key = _derive(passphrase, section.salt, section.cost)
     try:
-        return AESGCM(_derive(passphrase, salt, n, r, p)).decrypt(nonce, ciphertext, _AAD)
+        return AESGCM(key).decrypt(section.nonce, section.ciphertext, aad)
     except InvalidTag:
+        # GCM cannot tell a wrong passphrase from a modified file; neither can we.
         raise ChatsecError(
             f"cannot unseal keyring {path}: wrong passphrase or corrupted file"
         ) from None
+
+
+def _unseal_v1(sealed: object, passphrase: str, path: Path) -> bytes:
+    section = _parse_sealed(sealed, f'keyring {path} has a bad "sealed" section')
+    return _decrypt(section, passphrase, _AAD_V1, path)
+
+
+def _unseal_v2(
+    sealed: object, generation: int, passphrase: str, path: Path, insecure_kdf_for_tests: bool
+) -> bytes:
+    where = f'keyring {path} has a bad "sealed" section'
+    section = _parse_sealed(sealed, where)
+    fields = cast(dict[str, object], sealed)
+    if set(fields) != _SEALED_FIELDS_V2:
+        raise ChatsecError(
+            f"{where}: expected exactly the fields {', '.join(sorted(_SEALED_FIELDS_V2))}"
+        )
+    cost = section.cost
+    # Checked before the expensive derivation; a cheap test seal never passes for a real one.
+    if not insecure_kdf_for_tests and (cost.n < SCRYPT_COST.n or cost.r < SCRYPT_COST.r):
+        raise ChatsecError(
+            f"{where}: scrypt n={cost.n} r={cost.r} is below version 2's minimum "
+            f"n={SCRYPT_COST.n} r={SCRYPT_COST.r}"
+        )
+    header = {name: value for name, value in fields.items() if name != "ciphertext"}
+    return _decrypt(section, passphrase, _aad_v2(generation, header), path)
 
 
 def _field_int(section: dict[str, object], name: str, where: str) -> int:

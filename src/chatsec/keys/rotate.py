@@ -4,12 +4,15 @@ Each batch is its own short transaction (rows locked only while rewritten), so t
 application keeps reading and writing; it holds the previous keys too, so rows under
 either key decrypt meanwhile. Nothing is remembered between runs: the database itself
 says which rows are left (key_id), so a run killed at any point is finished by the next.
+A row that cannot be decrypted is skipped and listed, never fatal to the rotation. At
+the end the previous keys are marked drained: no row left under them, none accepted,
+and no transaction is handed them any more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
@@ -29,12 +32,23 @@ SELECT id FROM chat.messages
  WHERE key_id IS DISTINCT FROM %(active)s AND id > %(last)s
  ORDER BY id LIMIT %(n)s
 """
-# Decrypting to plaintext is enough: the trigger encrypts it under the active key.
-# key_id is checked again under the row lock, so a row changed meanwhile is skipped.
+# Decrypting to plaintext is enough: the trigger encrypts (and binds) it under the
+# active key. key_id is checked again under the row lock, so a row changed meanwhile is
+# left alone; a row chat.decrypt_message cannot open (NULL, with a WARNING) is not
+# written and comes back as skipped.
 _REWRITE = """
-UPDATE chat.messages
-   SET content = chat.decrypt_message(content, key_id)
- WHERE id = ANY(%(ids)s) AND key_id IS DISTINCT FROM %(active)s
+WITH opened AS (
+  SELECT m.id, chat.decrypt_message(m.content, m.key_id, m.id, m.thread_id) AS plain
+    FROM chat.messages m
+   WHERE m.id = ANY(%(ids)s) AND m.key_id IS DISTINCT FROM %(active)s
+     FOR UPDATE
+), written AS (
+  UPDATE chat.messages m SET content = o.plain
+    FROM opened o
+   WHERE m.id = o.id AND o.plain IS NOT NULL
+  RETURNING m.id
+)
+SELECT o.id::text, o.plain IS NULL FROM opened o
 """
 
 Progress = Callable[[int, int], None]  # (rows done so far, rows left)
@@ -46,10 +60,28 @@ class RotationResult:
     generated: bool
     rows: int
     passes: int
+    # Rows that held plaintext from before encryption: their old versions survive in
+    # the heap until VACUUM FULL, in WAL and in older backups (docs/encryption.md).
+    plaintext_rows: int = 0
+    skipped: list[str] = field(default_factory=list)  # message ids that could not be opened
+    drained: list[str] = field(default_factory=list)  # keys rotated out by this run
 
 
 def rows_left(counts: dict[str | None, int], active: str) -> int:
     return sum(n for key_id, n in counts.items() if key_id != active)
+
+
+def _needs_new_key(keyring: Keyring, counts: dict[str | None, int], url: DatabaseURL) -> bool:
+    """A rotation starts with a new key when none is active, nothing is left to finish, or
+    the active key is one from before revision 0008 (its rows are not bound to them)."""
+    active_ids = [key.id for key in keyring.keys if key.status == "active"]
+    if not active_ids:
+        return True
+    with registry.acting_as(url, registry.ROTATOR) as conn:
+        known = registry.registered(conn)
+    current = known.get(active_ids[0])
+    unbound = current is not None and not current.binds_rows
+    return unbound or rows_left(counts, active_ids[0]) == 0
 
 
 def rotate(
@@ -65,8 +97,7 @@ def rotate(
         raise ChatsecError(f"--batch-size must be at least 1, not {batch_size}")
     with registry.acting_as(url, registry.ROTATOR) as conn:
         counts = registry.rows_per_key(conn)
-    active_ids = [key.id for key in keyring.keys if key.status == "active"]
-    generated = not active_ids or rows_left(counts, active_ids[0]) == 0
+    generated = _needs_new_key(keyring, counts, url)
     if generated:
         generate_key(keyring, url)
     else:
@@ -85,6 +116,8 @@ def rotate(
         on_start(active, generated, left)
     done = 0
     passes = 0
+    skipped: set[str] = set()
+    drained: list[str] = []
     with connect(url, application_name="chatsec-keys-rotate") as conn:
         while True:
             passes += 1
@@ -101,18 +134,28 @@ def rotate(
                     ]
                     if not ids:
                         break
-                    cur = conn.execute(_REWRITE, {"ids": ids, "active": active})
-                    done += max(cur.rowcount, 0)
+                    outcome = conn.execute(_REWRITE, {"ids": ids, "active": active}).fetchall()
+                written = sum(1 for _, failed in outcome if not failed)
+                skipped |= {str(message_id) for message_id, failed in outcome if failed}
+                done += written
                 last = str(ids[-1])
-                left = max(left - max(cur.rowcount, 0), 0)
+                left = max(left - written, 0)
                 if on_progress:
                     on_progress(done, left)
             with conn.transaction():
                 registry.set_role(conn, url, registry.ROTATOR)
-                left = rows_left(registry.rows_per_key(conn), active)
+                left = rows_left(registry.rows_per_key(conn), active) - len(skipped)
+            if left <= 0:
+                # Rows a stale writer slipped in before the previous keys were drained
+                # keep their key undrained: one more pass takes them, and once drained
+                # a key takes no new rows at all.
+                drained += drain_previous_keys(url, active)
+                with conn.transaction():
+                    registry.set_role(conn, url, registry.ROTATOR)
+                    left = rows_left(registry.rows_per_key(conn), active) - len(skipped)
             if on_progress:
                 on_progress(done, left)
-            if not left:
+            if left <= 0:
                 break
             if passes >= MAX_PASSES:
                 raise ChatsecError(
@@ -121,7 +164,42 @@ def rotate(
                 )
     if vacuum:
         vacuum_messages(url)
-    return RotationResult(active, generated, done, passes)
+    return RotationResult(
+        active, generated, done, passes, counts.get(None, 0), sorted(skipped), drained
+    )
+
+
+def drain_previous_keys(url: DatabaseURL, active: str) -> list[str]:
+    """Mark every registered key but `active` that holds no row as drained; the ones marked.
+
+    Marked first, counted after every transaction open at the mark has ended: from the
+    mark on the trigger refuses new rows under them, so the count is final; a key that
+    still has rows is unmarked. If open transactions do not end in time, nothing stays
+    marked (the keys are simply still sent to transactions) and the rotation stands.
+    """
+    with registry.acting_as(url, registry.OWNER) as conn:
+        known = registry.registered(conn)
+        candidates = [
+            k.id
+            for k in known.values()
+            if k.id != active and k.drained_at is None and k.retired_at is None
+        ]
+        for key_id in candidates:
+            registry.set_state(conn, key_id, "drained_at", True)
+    if not candidates:
+        return []
+    try:
+        registry.wait_out_open_transactions(url)
+    except ChatsecError:
+        counts: dict[str | None, int] = {key_id: 1 for key_id in candidates}
+    else:
+        with registry.acting_as(url, registry.OWNER) as conn:
+            counts = registry.rows_per_key(conn)
+    with registry.acting_as(url, registry.OWNER) as conn:
+        for key_id in candidates:
+            if counts.get(key_id):
+                registry.set_state(conn, key_id, "drained_at", False)
+    return [key_id for key_id in candidates if not counts.get(key_id)]
 
 
 def vacuum_messages(url: DatabaseURL) -> None:

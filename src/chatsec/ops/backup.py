@@ -1,18 +1,16 @@
 """Logical backups that keep the encryption promise, verified before they count, and restores.
 
 A backup is `pg_dump --format=custom`, written to a private temporary file and renamed
-to its name only after the dump was read back in full (pg_restore) and found to hold
-no plaintext message and no key material. The keys live in the keyring, never in the
-database, so a backup without its keyring is unreadable by design (docs/operations.md).
+to its name only after the dump was read back in full and found to hold proven
+ciphertext, no key material and no plaintext outside it (chatsec.ops.dumpscan). The
+keys live in the keyring, never in the database, so a backup without its keyring is
+unreadable by design (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,39 +18,20 @@ from chatsec.db.connect import connect, require_verified_tls
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring
-from chatsec.sandbox.binaries import find_bindir
+from chatsec.ops.dumpscan import MESSAGES, DumpScan, verify_dump
+from chatsec.sandbox.binaries import first_error, run_tool, tool
 
-MESSAGES = "chat.messages"
-TIMEOUT_S = 3600
-# pgcrypto's armor(): header lines (our Chatsec-Key), a blank line, base64, a CRC line.
-ARMOR = re.compile(
-    r"-----BEGIN PGP MESSAGE-----\n(?:[A-Za-z0-9-]+: [^\n]*\n)*\n"
-    r"(?:[A-Za-z0-9+/]+=*\n)+=[A-Za-z0-9+/]{4}\n-----END PGP MESSAGE-----\n?"
-)
-# The keyring's key format is 64 hex digits; in schema text (function bodies, SET
-# clauses, defaults) such a value has no business being there. Row data is not scanned
-# for this shape: chat.encryption_keys.verifier is an HMAC of exactly that shape.
-KEY_SHAPED = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
-# A key setting given a literal value (SET app.encryption_key = '...', ALTER ... SET,
-# set_config('app.encryption_key', '...')): reading it with current_setting() is fine.
-KEY_SETTING_ASSIGNED = re.compile(
-    r"SET\s+\"?app\.(encryption_key|decryption_keys)\"?\s*(=|TO)"
-    r"|set_config\(\s*'app\.(encryption_key|decryption_keys)'\s*,\s*'",
-    re.IGNORECASE,
-)
-_COPY_START = re.compile(r"^COPY (\S+) \((.*)\) FROM stdin;$")
-_COPY_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)")
-_COPY_CHARS = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
-
-
-@dataclass(frozen=True)
-class DumpScan:
-    """What verifying a dump found; `problems` empty means it keeps the promise."""
-
-    toc_entries: int
-    messages: int
-    tables: list[str]
-    problems: list[str] = field(default_factory=list)
+# verify_dump and DumpScan moved to chatsec.ops.dumpscan; restore imports them from here.
+__all__ = [
+    "BackupResult",
+    "DumpScan",
+    "RestoreReport",
+    "backup",
+    "dump_to",
+    "restore_dump",
+    "retarget",
+    "verify_dump",
+]
 
 
 @dataclass(frozen=True)
@@ -88,127 +67,14 @@ class RestoreReport:
 # -- running the client tools -------------------------------------------------------------
 
 
-def _tool(name: str) -> str:
-    # The sandbox's finder prefers the newest server install; pg_dump must not be older
-    # than the server it dumps.
-    return str(find_bindir() / name)
-
-
 def _libpq(url: DatabaseURL) -> tuple[str, dict[str, str]]:
-    """A conninfo without the password, and an environment that carries it (never argv)."""
+    """A conninfo without the password, and the variables that carry it (never argv)."""
     require_verified_tls(url)
-    # PG* variables (PGHOST, PGSERVICE, ...) could silently redirect the tools.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PGCONNECT_TIMEOUT"] = "10"
+    # Passed on top of binaries.child_env(): no PG* redirects, no CHATSEC_* secrets.
+    extra = {"PGCONNECT_TIMEOUT": "10"}
     if url.password is not None:
-        env["PGPASSWORD"] = url.password
-    return url.with_credentials(url.user or "", None).libpq, env
-
-
-def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ChatsecError(f"cannot run {Path(cmd[0]).name}: {exc}") from None
-
-
-def _first_error(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error" in ln.lower()]
-    return (errors or lines or ["no output"])[0]
-
-
-# -- verifying a dump ---------------------------------------------------------------------
-
-
-def copy_unescape(value: str) -> str:
-    """One field of COPY's text format, unescaped (\\n, \\t, \\\\, octal, hex)."""
-
-    def one(match: re.Match[str]) -> str:
-        seq = match.group(1)
-        if seq[0] == "x" and len(seq) > 1:
-            return chr(int(seq[1:], 16))
-        if seq[0] in "01234567":
-            return chr(int(seq, 8))
-        return _COPY_CHARS.get(seq, seq)
-
-    return _COPY_ESCAPE.sub(one, value)
-
-
-def _script_lines(path: Path) -> Iterator[str]:
-    """The dump as the SQL script pg_restore would run, line by line, without a database."""
-    cmd = [_tool("pg_restore"), "--file=-", str(path)]
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
-        )
-    except OSError as exc:
-        raise ChatsecError(f"cannot run pg_restore: {exc}") from None
-    assert proc.stdout is not None and proc.stderr is not None
-    with proc:
-        for line in proc.stdout:
-            yield line.rstrip("\n")
-        stderr = proc.stderr.read()
-    if proc.returncode != 0:
-        raise ChatsecError(f"{path} does not read back with pg_restore: {_first_error(stderr)}")
-
-
-def verify_dump(path: Path, keyring: Keyring | None = None) -> DumpScan:
-    """Read a custom-format dump back in full and look for plaintext and key material."""
-    listing = _run([_tool("pg_restore"), "--list", str(path)])
-    if listing.returncode != 0:
-        raise ChatsecError(
-            f"{path} is not a readable pg_dump archive: {_first_error(listing.stderr)}"
-        )
-    toc = [ln for ln in listing.stdout.splitlines() if ln and not ln.startswith(";")]
-    materials = {k.material.lower(): k.id for k in keyring.keys} if keyring else {}
-    problems: list[str] = []
-    tables: list[str] = []
-    messages = plaintext = 0
-    copying: str | None = None
-    content_at = -1
-    for number, line in enumerate(_script_lines(path), start=1):
-        lowered = line.lower()
-        for material, key_id in materials.items():
-            if material in lowered:
-                problems.append(f"line {number}: the secret of key {key_id} is in the dump")
-        if copying is not None:
-            if line == "\\.":
-                copying = None
-            elif copying == MESSAGES:
-                messages += 1
-                fields = line.split("\t")
-                value = fields[content_at] if content_at < len(fields) else ""
-                if value != "\\N" and not ARMOR.fullmatch(copy_unescape(value)):
-                    plaintext += 1
-            continue
-        start = _COPY_START.match(line)
-        if start:
-            copying = start.group(1)
-            tables.append(copying)
-            if copying == MESSAGES:
-                columns = [c.strip().strip('"') for c in start.group(2).split(",")]
-                if "content" not in columns:
-                    problems.append(f"{MESSAGES} data has no content column")
-                    copying = "(unchecked)"
-                else:
-                    content_at = columns.index("content")
-            continue
-        # Schema text: function bodies, defaults, SET clauses, comments.
-        if KEY_SHAPED.search(line):
-            problems.append(f"line {number}: a 64-hex-digit (key-shaped) value in the schema")
-        if KEY_SETTING_ASSIGNED.search(line):
-            problems.append(f"line {number}: an encryption key setting is given a value")
-    if MESSAGES not in tables:
-        problems.append(f"no {MESSAGES} data in the dump: is this chatsec's chat database?")
-    if plaintext:
-        problems.append(
-            f"{plaintext} of {messages} row(s) of {MESSAGES} hold content that is not "
-            "PGP ciphertext (plaintext)"
-        )
-    return DumpScan(len(toc), messages, tables, problems)
+        extra["PGPASSWORD"] = url.password
+    return url.with_credentials(url.user or "", None).libpq, extra
 
 
 # -- backup -------------------------------------------------------------------------------
@@ -231,6 +97,16 @@ def _check_backup_login(url: DatabaseURL) -> None:
         raise ChatsecError(f"{url.target} has no {MESSAGES}: is this chatsec's chat database?")
 
 
+def dump_to(url: DatabaseURL, path: Path) -> None:
+    """pg_dump --format=custom of `url` into the existing file `path`, unverified."""
+    conninfo, env = _libpq(url)
+    cmd = [tool("pg_dump"), "--format=custom", f"--file={path}", "--no-password"]
+    cmd += ["--lock-wait-timeout=30s", f"--dbname={conninfo}"]
+    res = run_tool(cmd, env)
+    if res.returncode != 0:
+        raise ChatsecError(f"pg_dump of {url.target} failed: {first_error(res.stderr)}")
+
+
 def backup(url: DatabaseURL, output: Path, keyring: Keyring | None = None) -> BackupResult:
     """pg_dump to `output`, which exists only if the dump verified (fail closed)."""
     output = Path(output)
@@ -239,16 +115,11 @@ def backup(url: DatabaseURL, output: Path, keyring: Keyring | None = None) -> Ba
     if not output.parent.is_dir():
         raise ChatsecError(f"directory {output.parent} does not exist")
     _check_backup_login(url)
-    conninfo, env = _libpq(url)
     partial = output.parent / f".{output.name}.partial-{secrets.token_hex(4)}"
     # Created 0600 first: pg_dump keeps the mode of the file it truncates.
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        cmd = [_tool("pg_dump"), "--format=custom", f"--file={partial}", "--no-password"]
-        cmd += ["--lock-wait-timeout=30s", f"--dbname={conninfo}"]
-        res = _run(cmd, env)
-        if res.returncode != 0:
-            raise ChatsecError(f"pg_dump of {url.target} failed: {_first_error(res.stderr)}")
+        dump_to(url, partial)
         scan = verify_dump(partial, keyring)
         if scan.problems:
             raise ChatsecError(
@@ -336,10 +207,10 @@ def restore_dump(path: Path, admin: DatabaseURL, roles: list[str]) -> None:
     _check_restorable(admin, roles)
     conninfo, env = _libpq(admin)
     # One transaction: a failure leaves the database as empty as it was.
-    cmd = [_tool("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password"]
+    cmd = [tool("pg_restore"), "--exit-on-error", "--single-transaction", "--no-password"]
     cmd += [f"--dbname={conninfo}", str(path)]
-    res = _run(cmd, env)
+    res = run_tool(cmd, env)
     if res.returncode != 0:
         raise ChatsecError(
-            f"pg_restore into {admin.target} failed, nothing restored: {_first_error(res.stderr)}"
+            f"pg_restore into {admin.target} failed, nothing restored: {first_error(res.stderr)}"
         )

@@ -15,7 +15,10 @@ from chatsec.migrate import runner
 from chatsec.ops.backup import RestoreReport, restore_dump, verify_dump
 from chatsec.policy.load import load_policies
 
-_DECRYPT_ALL = "SELECT count(*), count(chat.decrypt_message(content, key_id)) FROM chat.messages"
+_DECRYPT_ALL = (
+    "SELECT count(*), count(chat.decrypt_message(content, key_id, id, thread_id)) "
+    "FROM chat.messages"
+)
 
 
 def restore(

@@ -1,10 +1,17 @@
-"""Locate the PostgreSQL *server* binaries (initdb, pg_ctl), which client-only installs lack."""
+"""Locate the PostgreSQL binaries (initdb, pg_ctl, pg_dump, ...) and run them without secrets.
+
+Client-only installs lack the server binaries, hence the search. Every binary runs with
+`child_env()`: no PG* variable that could redirect it, no CHATSEC_* variable (several
+hold secrets: the keyring passphrase, database URLs with passwords).
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from chatsec.errors import ChatsecError
@@ -54,3 +61,45 @@ def find_bindir() -> Path:
         if candidate is not None and _has_server(candidate):
             return candidate
     raise ChatsecError(NOT_FOUND)
+
+
+TIMEOUT_S = 3600
+
+
+def tool(name: str) -> str:
+    """The path of a PostgreSQL client tool (the sandbox finder prefers the newest install)."""
+    # pg_dump must not be older than the server it dumps.
+    return str(find_bindir() / name)
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment pg_dump and pg_restore run with: ours, minus redirects and secrets."""
+    # PG* variables (PGHOST, PGSERVICE, ...) could silently redirect the tools. No client
+    # tool reads a CHATSEC_* variable, and several hold secrets (the keyring passphrase,
+    # database URLs with passwords): dropping the whole prefix cannot miss a new one.
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PG") and not name.startswith("CHATSEC_")
+    }
+    env.update(extra or {})
+    return env
+
+
+def run_tool(
+    cmd: list[str], env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a client tool to completion with `child_env(env)`; a failure to start is one line."""
+    try:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, env=child_env(env), timeout=TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ChatsecError(f"cannot run {Path(cmd[0]).name}: {exc}") from None
+
+
+def first_error(stderr: str) -> str:
+    """The line of a tool's stderr that best says why it failed."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]
+    return (errors or lines or ["no output"])[0]

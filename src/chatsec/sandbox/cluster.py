@@ -24,7 +24,7 @@ from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.ops.harden import close_large_objects
-from chatsec.sandbox.binaries import find_bindir
+from chatsec.sandbox.binaries import child_env, find_bindir
 from chatsec.tls.certs import make_ca, make_server_cert
 
 HOST = "127.0.0.1"
@@ -480,9 +480,9 @@ class Sandbox:
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a server binary, as `postgres` when we are root (PostgreSQL refuses root)."""
-        # PG* variables (PGDATA, PGPORT, ...) would silently redirect pg_ctl and initdb.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env |= extra_env or {}
+        # PG* variables (PGDATA, PGPORT, ...) would silently redirect pg_ctl and initdb,
+        # and the server must not inherit chatsec's secrets (CHATSEC_*).
+        env = child_env(extra_env)
         kwargs: dict[str, Any] = {}
         if self._as_root:
             user = self._server_user()
