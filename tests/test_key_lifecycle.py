@@ -175,12 +175,24 @@ def test_rotate_warns_about_rows_that_were_plaintext(deployed_db: ChatDB, chat: 
         )
         conn.execute(check)
         conn.commit()
+    with connect(deployed_db.admin) as conn:
+        before = conn.execute("SELECT pg_relation_filenode('chat.messages')").fetchone()
     result = CliRunner().invoke(
         cli, ["keys", "rotate", "--no-vacuum"], env=keys_env(deployed_db, chat.keyring.path)
     )
     assert result.exit_code == 0, result.output
     assert "1 row(s) held plaintext from before encryption" in result.stderr
-    assert "VACUUM FULL" in result.stderr
+    assert "rerun with --vacuum-full" in result.stderr and "WAL archives" in result.stderr
+    with connect(deployed_db.admin) as conn:
+        assert conn.execute("SELECT pg_relation_filenode('chat.messages')").fetchone() == before
+    # The way out of the heap: the table rewritten into a new file.
+    full = CliRunner().invoke(
+        cli, ["keys", "rotate", "--vacuum-full"], env=keys_env(deployed_db, chat.keyring.path)
+    )
+    assert full.exit_code == 0, full.output
+    assert "VACUUM FULL" in full.stdout
+    with connect(deployed_db.admin) as conn:
+        assert conn.execute("SELECT pg_relation_filenode('chat.messages')").fetchone() != before
 
 
 def test_rotate_lists_rows_it_cannot_decrypt_and_exits_1(deployed_db: ChatDB, chat: Chat) -> None:

@@ -124,8 +124,18 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
     help="Rows re-encrypted per transaction.",
 )
 @click.option("--no-vacuum", is_flag=True, help="Skip VACUUM (ANALYZE) chat.messages at the end.")
+@click.option(
+    "--vacuum-full",
+    is_flag=True,
+    help="End with VACUUM FULL instead: rewrites chat.messages (exclusive lock meanwhile) so "
+    "old versions, plaintext from before encryption included, leave the table's file.",
+)
 def rotate_command(
-    keyring_path: Path | None, database_url: str | None, batch_size: int, no_vacuum: bool
+    keyring_path: Path | None,
+    database_url: str | None,
+    batch_size: int,
+    no_vacuum: bool,
+    vacuum_full: bool,
 ) -> None:
     """Re-encrypt every message under the active key, online; rerun to resume.
 
@@ -156,12 +166,20 @@ def rotate_command(
         def progressed(done: int, left: int) -> None:
             bar.update(task, completed=done, total=done + left)
 
-        result = rotate(keyring, url, batch_size, not no_vacuum, started, progressed)
+        result = rotate(
+            keyring, url, batch_size, not no_vacuum, started, progressed, vacuum_full=vacuum_full
+        )
     if result.plaintext_rows:
+        heap = (
+            "VACUUM FULL rewrote the table"
+            if vacuum_full
+            else "their old versions survive in the table's free space until VACUUM FULL "
+            "(rerun with --vacuum-full)"
+        )
         click.echo(
             f"warning: {result.plaintext_rows} row(s) held plaintext from before encryption; "
-            "their old versions survive in the table's free space until VACUUM FULL, in WAL "
-            "and in earlier backups (docs/encryption.md)",
+            f"{heap}; they also survive in WAL archives and earlier backups: rotate those "
+            "(docs/encryption.md)",
             err=True,
         )
     drained = f"; rotated out {', '.join(result.drained)}" if result.drained else ""
@@ -176,7 +194,9 @@ def rotate_command(
         raise SystemExit(1)
     click.echo(
         f"every message is under key {result.key_id}: {result.rows} row(s) re-encrypted "
-        f"in {result.passes} pass(es)" + ("" if no_vacuum else ", vacuumed") + drained
+        f"in {result.passes} pass(es)"
+        + (", VACUUM FULL" if vacuum_full else "" if no_vacuum else ", vacuumed")
+        + drained
     )
 
 

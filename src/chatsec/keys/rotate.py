@@ -91,6 +91,7 @@ def rotate(
     vacuum: bool = True,
     on_start: Callable[[str, bool, int], None] | None = None,
     on_progress: Progress | None = None,
+    vacuum_full: bool = False,
 ) -> RotationResult:
     """Resume a rotation with rows left under old keys, else start one with a new key."""
     if batch_size < 1:
@@ -162,8 +163,8 @@ def rotate(
                     f"{left} row(s) still arrive under old keys after {passes} passes: "
                     f"give the application the keyring with active key {active}, then rerun"
                 )
-    if vacuum:
-        vacuum_messages(url)
+    if vacuum or vacuum_full:
+        vacuum_messages(url, full=vacuum_full)
     return RotationResult(
         active, generated, done, passes, counts.get(None, 0), sorted(skipped), drained
     )
@@ -202,10 +203,15 @@ def drain_previous_keys(url: DatabaseURL, active: str) -> list[str]:
     return [key_id for key_id in candidates if not counts.get(key_id)]
 
 
-def vacuum_messages(url: DatabaseURL) -> None:
-    """VACUUM (ANALYZE) as the owner: frees the old ciphertext's space for reuse."""
+def vacuum_messages(url: DatabaseURL, full: bool = False) -> None:
+    """VACUUM (ANALYZE) as the owner: frees the old ciphertext's space for reuse.
+
+    `full` rewrites the table into a new file and drops the old one (an exclusive lock
+    for the duration): the only way the old versions (earlier ciphertext, plaintext from
+    before encryption) leave the heap rather than wait to be overwritten.
+    """
     # VACUUM cannot run in a transaction block, hence autocommit and a session SET ROLE
     # that ends with this connection.
     with connect(url, autocommit=True, application_name="chatsec-keys-rotate") as conn:
         registry.set_role(conn, url, registry.OWNER, local=False)
-        conn.execute("VACUUM (ANALYZE) chat.messages")
+        conn.execute(f"VACUUM ({'FULL, ' if full else ''}ANALYZE) chat.messages")
