@@ -24,7 +24,7 @@ from tests.audit_support import (
     run_audit,
     write_server_file,
 )
-from tests.conftest import scratch_sandbox
+from tests.conftest import ChatDB, scratch_sandbox
 
 
 def _admin(db: Any) -> Any:
@@ -106,8 +106,6 @@ def test_auditor_without_app_url_skips_isolation_probe_naming_the_option(
         ),
         ("definer-search-path", ["ALTER FUNCTION chat.my_thread_ids() RESET search_path"]),
         ("definer-search-path", ["ALTER FUNCTION chat.my_thread_ids() SET search_path = ''"]),
-        ("app-user-grants", ["GRANT TEMPORARY ON DATABASE {db} TO app_user"]),
-        ("public-grants", ["GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC"]),
         ("definer-public-execute", ["GRANT EXECUTE ON FUNCTION chat.my_thread_ids() TO PUBLIC"]),
         ("functions-match", ["ALTER FUNCTION chat.current_user_id() VOLATILE"]),
         (
@@ -137,6 +135,28 @@ def test_each_breakage_fires_exactly_its_check(
         (f.check_id, f.detail) for r in report.results for f in r.findings if f.level != "info"
     ]
     assert all(f.check_id == check_id for f in result(report, check_id).findings)
+
+
+@pytest.mark.parametrize(
+    ("statement", "declared_by"),
+    [
+        ("GRANT TEMPORARY ON DATABASE {db} TO app_user", "app-user-grants"),
+        ("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO PUBLIC", "public-grants"),
+    ],
+)
+def test_temporary_for_the_application_is_drift_and_a_create_privilege(
+    deployed_db: Any, statement: str, declared_by: str
+) -> None:
+    # Two findings on purpose: the grant is undeclared (drift), and it lets the
+    # application create temporary objects (create-privileges names who and how).
+    with _admin(deployed_db) as conn:
+        conn.execute(statement.replace("{db}", f'"{deployed_db.name}"'))
+    report = run_audit(deployed_db)
+    assert failing(report) == {declared_by, "create-privileges"}
+    assert any(
+        "TEMPORARY" in f.detail and f.object in {"app_user", "chatsec_app"}
+        for f in result(report, "create-privileges").findings
+    )
 
 
 def test_always_true_write_policy_for_app_user_fires_even_when_declared(
@@ -324,31 +344,15 @@ def scratch() -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def scratch_db(scratch: Sandbox) -> Any:
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class _DB:
-        name: str
-        sandbox: Sandbox
-
-        def url(self, login: str) -> DatabaseURL:
-            return DatabaseURL.parse(self.sandbox.url_for(login, self.name))
-
-        @property
-        def auditor(self) -> DatabaseURL:
-            return self.url("auditor")
-
-        @property
-        def app(self) -> DatabaseURL:
-            return self.url("app")
-
+def scratch_db(scratch: Sandbox) -> ChatDB:
     runner.deploy(DatabaseURL.parse(scratch.url_for("migrator")))
-    return _DB("chat", scratch)
+    return ChatDB("chat", scratch)
 
 
 _LOOSE_HBA = """\
 local     all all                scram-sha-256
+host      all chatsec_admin 0.0.0.0/0 reject
+host      all chatsec_admin ::/0      reject
 hostssl   all all 127.0.0.1/32   scram-sha-256
 host      all all 127.0.0.1/32   scram-sha-256
 hostnossl all all 0.0.0.0/0      reject
@@ -367,7 +371,7 @@ def test_hba_accepting_non_tls_fires_hba_rules_then_the_probe(
         report = run_audit(scratch_db, probe=True)
         assert failing(report) == {"hba-rules"}
         finding = result(report, "hba-rules").findings
-        assert [f.object for f in finding] == ["pg_hba.conf line 3"]
+        assert [f.object for f in finding] == ["pg_hba.conf line 5"]
 
         # Once loaded, the behavioural probe sees a plaintext connection accepted too.
         from chatsec.tls.plaintext import try_plaintext

@@ -44,7 +44,8 @@ def test_json_document_shape(broken_report: AuditReport) -> None:
     assert by_id["app-user-grants"]["status"] == "failed"
     finding = by_id["app-user-grants"]["findings"][0]
     assert set(finding) == {"check_id", "title", "level", "category", "object", "detail",
-                            "remediation"}
+                            "remediation", "suppressed", "suppression"}
+    assert finding["suppressed"] is False and finding["suppression"] is None
     assert finding["object"] == "chat.messages to app_user" and "TRUNCATE" in finding["detail"]
     assert by_id["md5-passwords"]["status"] == "skipped"
     assert "pg_authid" in by_id["md5-passwords"]["skip_reason"]
@@ -105,15 +106,16 @@ def test_cli_exit_0_on_clean_and_writes_the_file(shared_deployed_db: Any, tmp_pa
 
 
 def test_cli_exit_1_when_a_finding_reaches_fail_on(shared_deployed_db: Any) -> None:
+    # A warning-level finding: a database default of a setting chatsec.app pins.
     with shared_deployed_db.sandbox.admin_connect(shared_deployed_db.name) as conn:
-        conn.execute(f'ALTER DATABASE "{shared_deployed_db.name}" SET log_statement = \'all\'')
+        conn.execute(f'ALTER DATABASE "{shared_deployed_db.name}" SET row_security = off')
         try:
             base = ("audit", "--database-url", shared_deployed_db.auditor.libpq, "--no-probe",
-                    "--check", "logging-leaks-keys", "--format", "json")
+                    "--check", "role-defaults", "--format", "json")
             on_error = _invoke(*base)
             on_warning = _invoke(*base, "--fail-on", "warning")
         finally:
-            conn.execute(f'ALTER DATABASE "{shared_deployed_db.name}" RESET log_statement')
+            conn.execute(f'ALTER DATABASE "{shared_deployed_db.name}" RESET row_security')
     assert on_error.exit_code == 0
     assert on_warning.exit_code == 1
     assert json.loads(on_warning.output)["results"][0]["findings"][0]["level"] == "warning"

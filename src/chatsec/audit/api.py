@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from chatsec.audit.allowlist import AllowEntry, apply_allowlist
 from chatsec.audit.context import AuditContext, ProbeConfig
 from chatsec.audit.registry import select_checks
 from chatsec.audit.runner import AuditReport, run_audit
@@ -21,11 +22,18 @@ def audit(
     check_ids: Iterable[str] | None = None,
     probe: bool = True,
     keyring: Path | None = None,
+    allowlist: Sequence[AllowEntry] = (),
 ) -> AuditReport:
-    """Run the selected checks (all by default); bad input raises ChatsecError (exit 2)."""
+    """Run the selected checks (all by default); bad input raises ChatsecError (exit 2).
+
+    `allowlist` (see chatsec.audit.allowlist) marks accepted findings suppressed afterwards.
+    """
     checks = select_checks(check_ids)
     declared = load_policies(policies)
     # Autocommit: the runner opens (and rolls back) one transaction per check itself.
     with connect(url, autocommit=True, application_name="chatsec audit") as conn:
         ctx = AuditContext(conn, url, declared, ProbeConfig(probe, app_url, keyring))
-        return run_audit(ctx, checks)
+        report = run_audit(ctx, checks)
+    # After the run, in one place: the checks never see the allowlist.
+    apply_allowlist(report, allowlist)
+    return report

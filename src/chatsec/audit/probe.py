@@ -102,14 +102,16 @@ def _probe(conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None) -
         )
         conn.execute(
             "INSERT INTO chat.thread_participants (thread_id, user_id, role) "
-            "VALUES (%s, %s, 'owner')", (thread, user),
+            "VALUES (%s, %s, 'owner')",
+            (thread, user),
         )
         threads[user] = thread
         if can_write_messages:
             message = uuid.uuid4()
             conn.execute(
                 "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-                "VALUES (%s, %s, %s, 'chatsec probe message')", (message, thread, user),
+                "VALUES (%s, %s, %s, 'chatsec probe message')",
+                (message, thread, user),
             )
             messages[user] = message
 
@@ -118,7 +120,9 @@ def _probe(conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None) -
     reads: dict[str, tuple[str, tuple[object, ...]]] = {
         "chat.threads": ("SELECT count(*) FROM chat.threads WHERE id = %s", (ta,)),
         "chat.thread_participants": (
-            "SELECT count(*) FROM chat.thread_participants WHERE thread_id = %s", (ta,)),
+            "SELECT count(*) FROM chat.thread_participants WHERE thread_id = %s",
+            (ta,),
+        ),
         "chat.users": ("SELECT count(*) FROM chat.users WHERE id = %s", (a,)),
     }
     if can_write_messages:
@@ -127,41 +131,90 @@ def _probe(conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None) -
         seen = actor.count(query, params)
         out.checked.append(f"cross-thread read of {table}")
         if seen:
-            out.violations.append((table, f"user B read {seen} row(s) of user A's thread "
-                                          "(cross-thread read)"))
+            out.violations.append(
+                (table, f"user B read {seen} row(s) of user A's thread (cross-thread read)")
+            )
 
-    spoofs: dict[str, tuple[str, tuple[object, ...]]] = {"chat.threads": (
-        "INSERT INTO chat.threads (id, name, created_by) VALUES (%s, 'spoof', %s)",
-        (uuid.uuid4(), a))}
+    spoofs: dict[str, tuple[str, tuple[object, ...]]] = {
+        "chat.threads": (
+            "INSERT INTO chat.threads (id, name, created_by) VALUES (%s, 'spoof', %s)",
+            (uuid.uuid4(), a),
+        )
+    }
     if can_write_messages:
         spoofs["chat.messages"] = (
             "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-            "VALUES (%s, %s, %s, 'spoofed')", (uuid.uuid4(), tb, a))
+            "VALUES (%s, %s, %s, 'spoofed')",
+            (uuid.uuid4(), tb, a),
+        )
     for table, (statement, params) in spoofs.items():
         denied, why = _denied(conn, statement, params)
         out.checked.append(f"spoofed insert into {table}")
         if not denied:
-            out.violations.append((table, f"user B inserted a row as user A (spoofed insert): "
-                                          f"{why}"))
+            out.violations.append(
+                (table, f"user B inserted a row as user A (spoofed insert): {why}")
+            )
 
     if can_write_messages:
-        denied, why = _denied(conn, "UPDATE chat.messages SET thread_id = %s WHERE id = %s",
-                              (ta, messages[b]))
+        denied, why = _denied(
+            conn, "UPDATE chat.messages SET thread_id = %s WHERE id = %s", (ta, messages[b])
+        )
         out.checked.append("moving a message to another thread")
         if not denied:
-            out.violations.append(("chat.messages", f"user B moved a message into user A's "
-                                                    f"thread by UPDATE: {why}"))
+            out.violations.append(
+                ("chat.messages", f"user B moved a message into user A's thread by UPDATE: {why}")
+            )
     else:
-        out.not_run.append("cross-thread message read, spoofed message insert and moving a "
-                           "message need a key while the encryption trigger is deployed: pass "
-                           "--keyring (or set CHATSEC_KEYRING)")
+        out.not_run.append(
+            "cross-thread message read, spoofed message insert and moving a "
+            "message need a key while the encryption trigger is deployed: pass "
+            "--keyring (or set CHATSEC_KEYRING)"
+        )
 
     if trigger:
         _set_key(conn, "", "")
         denied, why = _denied(
-            conn, "INSERT INTO chat.messages (id, thread_id, user_id, content) "
-                  "VALUES (%s, %s, %s, 'chatsec probe plaintext')", (uuid.uuid4(), tb, b))
+            conn,
+            "INSERT INTO chat.messages (id, thread_id, user_id, content) "
+            "VALUES (%s, %s, %s, 'chatsec probe plaintext')",
+            (uuid.uuid4(), tb, b),
+        )
         out.checked.append("insert with no key")
         if not denied:
-            out.violations.append(("chat.messages", "a message was stored with no encryption "
-                                                    "key in the transaction"))
+            out.violations.append(
+                ("chat.messages", "a message was stored with no encryption key in the transaction")
+            )
+
+
+# What the application login must not be able to keep past its transaction: each is tried
+# in a savepoint of a transaction that is always rolled back.
+_ESCALATIONS = {
+    "temporary objects": "CREATE TEMPORARY TABLE chatsec_probe_{tag} (x int)",
+    "large objects": "SELECT pg_catalog.lo_create(0)",
+    "large objects from bytea": "SELECT pg_catalog.lo_from_bytea(0, '\\x00'::bytea)",
+}
+
+
+def run_escalation_probe(app_url: DatabaseURL) -> ProbeOutcome:
+    """As the application login: creating a temporary table or a large object must fail."""
+    out = ProbeOutcome()
+    conn: Conn = connect(app_url, application_name="chatsec audit probe")
+    tag = secrets.token_hex(4)
+    try:
+        # The outer transaction first: on an idle connection transaction() would BEGIN and
+        # COMMIT, keeping what it created; inside one each attempt is a savepoint.
+        with conn.transaction(force_rollback=True):
+            for what, statement in _ESCALATIONS.items():
+                sql = statement.replace("{tag}", tag)
+                denied, _ = _denied(conn, sql, ())
+                out.checked.append(what)
+                if not denied:
+                    out.violations.append(
+                        (
+                            what.removesuffix(" from bytea"),
+                            f"{app_url.user} ran `{sql}` and it succeeded",
+                        )
+                    )
+    finally:
+        conn.close()
+    return out

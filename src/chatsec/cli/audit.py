@@ -1,4 +1,4 @@
-"""`chatsec audit`: the checks against a live database, as text, JSON, JUnit or SARIF."""
+"""`chatsec audit`: the checks against a live database, as text, JSON, JUnit, SARIF or HTML."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import cast
 
 import click
 
+from chatsec.audit.allowlist import build_allowlist, resolve_allowlist_file
 from chatsec.audit.api import audit as run
 from chatsec.audit.finding import Level
 from chatsec.audit.registry import all_checks
@@ -38,27 +39,92 @@ def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
 
 @click.command()
 @database_url_option("CHATSEC_AUDIT_DATABASE_URL", "auditor")
-@click.option("--app-url", "app_url", metavar="URL", default=None,
-              help="Application login for the behavioural probes "
-                   "(default: $CHATSEC_APP_DATABASE_URL).")
+@click.option(
+    "--app-url",
+    "app_url",
+    metavar="URL",
+    default=None,
+    help="Application login for the behavioural probes (default: $CHATSEC_APP_DATABASE_URL).",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
-@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Write the report here instead of standard output.")
-@click.option("--fail-on", "fail_on", type=click.Choice(["error", "warning"]), default="error",
-              show_default=True, help="Exit 1 when a finding reaches this level.")
-@click.option("--probe/--no-probe", "probe", default=True, show_default=True,
-              help="Run the behavioural probes (app login isolation, non-TLS refusal).")
-@click.option("--check", "checks", multiple=True, metavar="ID",
-              help="Run only this check (repeatable); see --list-checks.")
-@click.option("--policies", "policies", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Policy directory (default: the policies/ shipped with chatsec).")
-@keyring_option("Keyring for the probe's messages when the encryption trigger is deployed "
-                "(default: $CHATSEC_KEYRING).")
-@click.option("--list-checks", is_flag=True, expose_value=False, is_eager=True,
-              callback=_check_list, help="List the check ids and exit.")
-def audit(database_url: str | None, app_url: str | None, fmt: str, output: Path | None,
-          fail_on: str, probe: bool, checks: tuple[str, ...], policies: Path | None,
-          keyring_path: Path | None) -> None:
+@click.option(
+    "--output",
+    "-o",
+    "output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the report here instead of standard output.",
+)
+@click.option(
+    "--fail-on",
+    "fail_on",
+    type=click.Choice(["error", "warning"]),
+    default="error",
+    show_default=True,
+    help="Exit 1 when a finding reaches this level.",
+)
+@click.option(
+    "--probe/--no-probe",
+    "probe",
+    default=True,
+    show_default=True,
+    help="Run the behavioural probes (app login isolation, non-TLS refusal).",
+)
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="ID",
+    help="Run only this check (repeatable); see --list-checks.",
+)
+@click.option(
+    "--ignore",
+    "ignores",
+    multiple=True,
+    metavar="CHECK_ID[:OBJECT]",
+    help="Accept this check's findings (or only the one about OBJECT, exact name): "
+    "reported as suppressed, not counted for --fail-on. Repeatable.",
+)
+@click.option(
+    "--ignore-file",
+    "ignore_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Allowlist of accepted findings, each with a reason "
+    "(default: ./chatsec-audit.toml when present).",
+)
+@click.option(
+    "--policies",
+    "policies",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Policy directory (default: the policies/ shipped with chatsec).",
+)
+@keyring_option(
+    "Keyring for the probe's messages when the encryption trigger is deployed "
+    "(default: $CHATSEC_KEYRING)."
+)
+@click.option(
+    "--list-checks",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_check_list,
+    help="List the check ids and exit.",
+)
+def audit(
+    database_url: str | None,
+    app_url: str | None,
+    fmt: str,
+    output: Path | None,
+    fail_on: str,
+    probe: bool,
+    checks: tuple[str, ...],
+    ignores: tuple[str, ...],
+    ignore_file: Path | None,
+    policies: Path | None,
+    keyring_path: Path | None,
+) -> None:
     """Prove that the declared security is in force on a live database.
 
     Runs as the auditor login (catalog and settings only, no chat data). Exit 0
@@ -68,8 +134,19 @@ def audit(database_url: str | None, app_url: str | None, fmt: str, output: Path 
     raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
     app = DatabaseURL.parse(raw_app) if raw_app else None
     level = cast(Level, fail_on)
-    report = run(url, app_url=app, policies=policies, check_ids=checks, probe=probe,
-                 keyring=keyring_path)
+    # Before connecting: a bad allowlist is a usage error, not a half-run audit.
+    allowlist = build_allowlist(ignores, resolve_allowlist_file(ignore_file))
+    report = run(
+        url,
+        app_url=app,
+        policies=policies,
+        check_ids=checks,
+        probe=probe,
+        keyring=keyring_path,
+        allowlist=allowlist,
+    )
+    for notice in report.notices:
+        click.echo(f"chatsec: warning: {notice}", err=True)
     color = fmt == "text" and output is None and sys.stdout.isatty()
     write_output(render(report, fmt, level, color=color), output)
     if output is not None and fmt != "text":

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
@@ -15,6 +16,26 @@ from chatsec.audit.report.text import render_text
 from chatsec.cli.audit import write_output
 from chatsec.db.url import resolve_url
 from chatsec.tls.verify import verify_server
+
+
+def _nested(details: Mapping[str, Any], indent: int) -> str:
+    """`key: value` lines, mappings indented under their key, lists comma-separated."""
+    lines = []
+    pad = " " * indent
+    for key, value in details.items():
+        if isinstance(value, Mapping):
+            lines.append(f"{pad}{key}:\n{_nested(value, indent + 2)}")
+        elif isinstance(value, list):
+            lines.append(f"{pad}{key}: {', '.join(map(str, value)) or '-'}\n")
+        else:
+            lines.append(f"{pad}{key}: {value}\n")
+    return "".join(lines)
+
+
+def _text_details(details: Mapping[str, Any]) -> str:
+    # The probe's result is too big for one line; every other detail keeps its one line.
+    return "".join(f"  {k}:\n{_nested(v, 4)}" if k == "probe" else f"  {k}: {v}\n"
+                   for k, v in details.items())
 
 
 @click.group()
@@ -42,7 +63,9 @@ def verify(database_url: str | None, sslrootcert: Path | None, min_days: int, fm
     """Handshake with the server itself and check chain, host name, expiry, key and hash.
 
     Also reports the negotiated protocol and cipher, the pg_stat_ssl row of a
-    verify-full libpq session, and whether a non-TLS connection is refused.
+    verify-full libpq session, and whether a non-TLS connection is refused; then tries
+    each protocol version, each cipher suite of every accepted version below TLSv1.3,
+    and each key-exchange group, one handshake each.
     Exit 0 when no finding reaches --fail-on, 1 when one does, 2 when it cannot run.
     """
     env = "CHATSEC_AUDIT_DATABASE_URL" if os.environ.get("CHATSEC_AUDIT_DATABASE_URL") else (
@@ -55,9 +78,8 @@ def verify(database_url: str | None, sslrootcert: Path | None, min_days: int, fm
         doc["tls"] = result.details
         text = json.dumps(doc, indent=2, default=str) + "\n"
     else:
-        details = "".join(f"  {k}: {v}\n" for k, v in result.details.items())
         text = render_text(result.report, level).replace(
-            "chatsec audit of", "chatsec ssl verify of", 1) + details
+            "chatsec audit of", "chatsec ssl verify of", 1) + _text_details(result.details)
     write_output(text, output)
     raise SystemExit(result.report.exit_code(level))
 

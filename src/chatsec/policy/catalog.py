@@ -12,12 +12,14 @@ from chatsec.policy.model import (
     PUBLIC,
     FunctionSpec,
     Grants,
+    ObjectSpec,
     PolicySpec,
     RoleSpec,
     SchemaSpec,
     SecurityState,
     TableGrant,
     TableSpec,
+    TriggerSpec,
     normalize_search_path,
 )
 
@@ -40,6 +42,7 @@ def read_live_state(conn: Conn, declared: SecurityState) -> SecurityState:
     _read_tables(conn, schemas, live)
     _read_functions(conn, [s for s in schemas if s != "extensions"], live)
     _read_default_privileges(conn, sorted({o for o, _ in declared.default_privileges}), live)
+    _read_other_objects(conn, schemas, live)
     return live
 
 
@@ -178,6 +181,20 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
             using=None if using is None else str(using),
             with_check=None if check is None else str(check),
         )
+    triggers: dict[str, dict[str, TriggerSpec]] = defaultdict(dict)
+    # Internal triggers (foreign keys' RI triggers) are the constraints' business.
+    for table, tname, definition, enabled in conn.execute(
+        """
+        SELECT t.tgrelid::pg_catalog.regclass::text, t.tgname,
+               pg_catalog.pg_get_triggerdef(t.oid), t.tgenabled IN ('O', 'A')
+          FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = ANY(%s) AND NOT t.tgisinternal
+        """,
+        (oids,),
+    ).fetchall():
+        triggers[str(table)][str(tname)] = TriggerSpec(
+            str(tname), str(table), " ".join(str(definition).split()), bool(enabled)
+        )
     for oid, name, rls, forced, owner in tables:
         grantees = set(table_acl.get(str(oid), {})) | set(col_acl.get(str(oid), {}))
         grants = {
@@ -188,7 +205,13 @@ def _read_tables(conn: Conn, schemas: list[str], live: SecurityState) -> None:
             for g in grantees
         }
         live.tables[str(name)] = TableSpec(
-            str(name), bool(rls), bool(forced), grants, policies.get(str(name), {}), str(owner)
+            str(name),
+            bool(rls),
+            bool(forced),
+            grants,
+            policies.get(str(name), {}),
+            str(owner),
+            triggers.get(str(name), {}),
         )
     live.sequences.update(
         _acl_rows(
@@ -287,3 +310,83 @@ def _read_default_privileges(conn: Conn, owners: list[str], live: SecurityState)
                 if owner in existing
                 else builtin
             )
+
+
+# Everything an attacker could leave behind outside the declared tables and functions, in
+# the declared schemas, in public, and in any schema app_user may use; what an installed
+# extension owns (pg_depend 'e') is the extension's. Tables and views of the declared
+# schemas (but extensions) and their functions are compared one by one elsewhere.
+_OTHER_OBJECTS = """
+WITH scanned AS (
+  SELECT n.oid, n.nspname, n.nspname = ANY(%(declared)s) AND n.nspname <> 'extensions' AS compared
+    FROM pg_catalog.pg_namespace n
+   WHERE n.nspname = ANY(%(declared)s) OR n.nspname = 'public'
+      OR (pg_catalog.to_regrole('app_user') IS NOT NULL
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname !~ '^pg_(toast|temp_)'
+          AND pg_catalog.has_schema_privilege('app_user', n.oid, 'USAGE'))
+), members AS (
+  SELECT d.classid, d.objid FROM pg_catalog.pg_depend d WHERE d.deptype = 'e'
+)
+SELECT s.nspname || '.' || c.relname,
+       CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+            WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence'
+            WHEN 'f' THEN 'foreign table' END,
+       pg_catalog.pg_get_userbyid(c.relowner),
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) ELSE '' END
+  FROM pg_catalog.pg_class c JOIN scanned s ON s.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+   AND NOT (s.compared AND c.relkind IN ('r', 'p', 'v', 'm'))
+   AND (c.relkind <> 'S' OR NOT EXISTS (  -- a serial column's sequence goes with its table
+         SELECT 1 FROM pg_catalog.pg_depend d
+          WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+            AND d.deptype IN ('a', 'i')))
+   AND NOT EXISTS (SELECT 1 FROM members m WHERE m.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                             AND m.objid = c.oid)
+UNION ALL
+SELECT p.oid::pg_catalog.regprocedure::text,
+       CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+       pg_catalog.pg_get_userbyid(p.proowner),
+       CASE WHEN p.prokind IN ('f', 'p') THEN pg_catalog.pg_get_functiondef(p.oid) ELSE '' END
+  FROM pg_catalog.pg_proc p JOIN scanned s ON s.oid = p.pronamespace
+ WHERE NOT s.compared
+   AND NOT EXISTS (SELECT 1 FROM members m WHERE m.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                                             AND m.objid = p.oid)
+UNION ALL
+SELECT pg_catalog.format_type(t.oid, NULL),
+       CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END,
+       pg_catalog.pg_get_userbyid(t.typowner),
+       CASE t.typtype WHEN 'd' THEN 'domain over '
+                                    || pg_catalog.format_type(t.typbasetype, t.typtypmod)
+                      WHEN 'e' THEN 'enum' WHEN 'r' THEN 'range' WHEN 'c' THEN 'composite'
+                      ELSE 'base type' END
+  FROM pg_catalog.pg_type t JOIN scanned s ON s.oid = t.typnamespace
+ WHERE t.typtype IN ('b', 'c', 'd', 'e', 'r')
+   AND t.typcategory <> 'A'  -- array types go with their element type
+   AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c
+                            WHERE c.oid = t.typrelid) = 'c')  -- not a table's row type
+   AND NOT EXISTS (SELECT 1 FROM members m WHERE m.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+                                             AND m.objid = t.oid)
+UNION ALL
+SELECT r.rulename || ' ON ' || r.ev_class::pg_catalog.regclass::text, 'rule',
+       pg_catalog.pg_get_userbyid(c.relowner), pg_catalog.pg_get_ruledef(r.oid)
+  FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+  JOIN scanned s ON s.oid = c.relnamespace
+ WHERE r.rulename <> '_RETURN'
+UNION ALL
+SELECT e.evtname, 'event trigger', pg_catalog.pg_get_userbyid(e.evtowner),
+       'ON ' || e.evtevent || ' EXECUTE FUNCTION ' || e.evtfoid::pg_catalog.regprocedure::text
+  FROM pg_catalog.pg_event_trigger e
+ WHERE NOT EXISTS (SELECT 1 FROM members m
+                    WHERE m.classid = 'pg_catalog.pg_event_trigger'::pg_catalog.regclass
+                      AND m.objid = e.oid)
+"""
+
+
+def _read_other_objects(conn: Conn, declared_schemas: list[str], live: SecurityState) -> None:
+    for name, kind, owner, definition in conn.execute(
+        _OTHER_OBJECTS, {"declared": declared_schemas}
+    ).fetchall():
+        live.other_objects[str(name)] = ObjectSpec(
+            str(name), str(kind), str(owner), " ".join(str(definition or "").split())
+        )

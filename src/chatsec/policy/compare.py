@@ -22,6 +22,7 @@ from chatsec.policy.model import (
     PolicySpec,
     SecurityState,
     TableGrant,
+    TableSpec,
 )
 from chatsec.policy.normalize import normalize_policies
 
@@ -90,6 +91,7 @@ def compare(
     changes += _default_privileges(declared, live)
     changes += _tables(declared, live, normalized)
     changes += _sequences(live)
+    changes += _other_objects(declared, live)
     changes += dropped
     return changes
 
@@ -500,6 +502,7 @@ def _tables(
                         [render.create_policy(have)],
                     )
                 )
+        out += _triggers(table, current)
     for name, current in sorted(live.tables.items()):
         if name not in declared.tables:
             out.append(
@@ -511,6 +514,102 @@ def _tables(
                     f"(RLS {'on' if current.rls_enabled else 'off'})",
                 )
             )
+    return out
+
+
+def _triggers(table: TableSpec, current: TableSpec) -> list[Change]:
+    """Every trigger on a declared table as declared, enabled; any other is drift."""
+    out = []
+    name = table.name
+    for tname, want in sorted(table.triggers.items()):
+        have = current.triggers.get(tname)
+        drop = f"DROP TRIGGER {render.ident(tname)} ON {render.ident(name)}"
+        if have is None:
+            out.append(
+                Change(
+                    "trigger",
+                    f"{tname} on {name}",
+                    "missing",
+                    "trigger does not exist",
+                    [want.definition],
+                    [drop],
+                    run_as=current.owner,
+                )
+            )
+            continue
+        if have.definition != want.definition:
+            out.append(
+                Change(
+                    "trigger",
+                    f"{tname} on {name}",
+                    "changed",
+                    f"{have.definition}, declared {want.definition}",
+                    [drop, want.definition],
+                    [drop, have.definition],
+                    run_as=current.owner,
+                )
+            )
+        if have.enabled != want.enabled:
+            state = "ENABLE" if want.enabled else "DISABLE"
+            undo = "DISABLE" if want.enabled else "ENABLE"
+            alter = f"ALTER TABLE {render.ident(name)} {{}} TRIGGER {render.ident(tname)}"
+            out.append(
+                Change(
+                    "trigger",
+                    f"{tname} on {name}",
+                    "changed",
+                    "trigger is disabled" if want.enabled else "trigger is enabled",
+                    [alter.format(state)],
+                    [alter.format(undo)],
+                    run_as=current.owner,
+                )
+            )
+    for tname, have in sorted(current.triggers.items()):
+        if tname not in table.triggers:
+            out.append(
+                Change(
+                    "trigger",
+                    f"{tname} on {name}",
+                    "extra",
+                    f"trigger is not declared in policies/: {have.definition}",
+                    [f"DROP TRIGGER {render.ident(tname)} ON {render.ident(name)}"],
+                    [have.definition],
+                    run_as=current.owner,
+                )
+            )
+    return out
+
+
+_DROP_KEYWORD = {"rule": "RULE", "event trigger": "EVENT TRIGGER"}
+_DEFINITION_SHOWN = 200
+
+
+def _other_objects(declared: SecurityState, live: SecurityState) -> list[Change]:
+    """Objects neither declared nor owned by an extension: an error wherever they are."""
+    out = []
+    for name, have in sorted(live.other_objects.items()):
+        known = declared.other_objects.get(name)
+        if known is not None and known.kind == have.kind:
+            continue
+        keyword = _DROP_KEYWORD.get(have.kind, have.kind.upper())
+        definition = have.definition
+        if len(definition) > _DEFINITION_SHOWN:
+            definition = definition[:_DEFINITION_SHOWN] + "..."
+        # Objects a chatsec role owns are dropped as that role; others need the migrator
+        # (or their owner), and a revision says so by failing.
+        owner = have.owner if have.owner in declared.roles else MIGRATOR
+        out.append(
+            Change(
+                "object",
+                f"{have.kind} {name}",
+                "extra",
+                f"{have.kind} is not declared in policies/ (owner {have.owner})"
+                + (f": {definition}" if definition else ""),
+                [f"DROP {keyword} {name}"],
+                [],
+                run_as=owner,
+            )
+        )
     return out
 
 

@@ -18,12 +18,14 @@ from chatsec.policy.model import (
     ROLE_ATTRIBUTES,
     TABLE_PRIVILEGES,
     FunctionSpec,
+    ObjectSpec,
     PolicySpec,
     RoleSpec,
     SchemaSpec,
     SecurityState,
     TableGrant,
     TableSpec,
+    TriggerSpec,
     normalize_search_path,
 )
 
@@ -126,7 +128,27 @@ def _grants(f: _File, raw: Any, where: str, allowed: tuple[str, ...]) -> dict[st
     return out
 
 
+OBJECT_KINDS = (
+    "table",
+    "view",
+    "materialized view",
+    "sequence",
+    "foreign table",
+    "function",
+    "procedure",
+    "aggregate",
+    "type",
+    "domain",
+    "event trigger",
+)
+
+
 def _load_schemas(f: _File, state: SecurityState) -> None:
+    for name, kind in f.table(f.data.get("other_objects", {}), "other_objects").items():
+        kind = f.string(kind, f"other_objects.{name}")
+        if kind not in OBJECT_KINDS:
+            raise f.fail(f"other_objects.{name}", f"kind must be one of {', '.join(OBJECT_KINDS)}")
+        state.other_objects[name] = ObjectSpec(name, kind)
     if "database" in f.data:
         spec = f.table(f.data["database"], "database")
         f.check_keys(spec, "database", {"grants"})
@@ -237,7 +259,7 @@ def _load_functions(f: _File, state: SecurityState) -> None:
 
 def _load_table(f: _File, state: SecurityState) -> None:
     data = f.data
-    f.check_keys(data, "top level", {"table", "owner", "rls", "grants", "policies"})
+    f.check_keys(data, "top level", {"table", "owner", "rls", "grants", "policies", "triggers"})
     name = f.string(data.get("table"), "table")
     if not _QUALIFIED.match(name):
         raise f.fail("table", f"{name!r} must be schema-qualified, e.g. chat.messages")
@@ -291,6 +313,29 @@ def _load_table(f: _File, state: SecurityState) -> None:
             using=None if using is None else f.string(using, f"{where}.using").strip(),
             with_check=None if check is None else f.string(check, f"{where}.with_check").strip(),
         )
+    triggers: dict[str, TriggerSpec] = {}
+    raw_triggers = data.get("triggers", [])
+    if not isinstance(raw_triggers, list):
+        raise f.fail("triggers", "expected [[triggers]] entries")
+    for i, raw in enumerate(raw_triggers):
+        where = f"triggers[{i}]"
+        spec = f.table(raw, where)
+        f.check_keys(spec, where, {"name", "definition", "enabled"})
+        tname = f.string(spec.get("name"), f"{where}.name")
+        definition = " ".join(f.string(spec.get("definition"), f"{where}.definition").split())
+        if not definition.startswith(f"CREATE TRIGGER {tname} ") or f" ON {name} " not in (
+            definition
+        ):
+            raise f.fail(
+                where,
+                f"definition must be CREATE TRIGGER {tname} ... ON {name} ..., as "
+                "pg_get_triggerdef() prints it",
+            )
+        if tname in triggers:
+            raise f.fail(where, f"trigger {tname} is declared twice")
+        triggers[tname] = TriggerSpec(
+            tname, name, definition, f.boolean(spec.get("enabled", True), f"{where}.enabled")
+        )
     state.tables[name] = TableSpec(
         name=name,
         rls_enabled=f.boolean(rls.get("enabled", False), "rls.enabled"),
@@ -298,6 +343,7 @@ def _load_table(f: _File, state: SecurityState) -> None:
         grants=grants,
         policies=policies,
         owner=f.string(data.get("owner", OWNER_ROLE), "owner"),
+        triggers=triggers,
     )
 
 

@@ -57,6 +57,25 @@ class PolicySpec:
 
 
 @dataclass(frozen=True)
+class TriggerSpec:
+    name: str
+    table: str  # schema-qualified
+    definition: str  # as pg_get_triggerdef() prints it with search_path pg_catalog
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """A live object outside the declared tables and functions (or a declared exception)."""
+
+    name: str  # schema-qualified; for rules "rule ON table", for event triggers the name
+    kind: str  # table, view, materialized view, sequence, foreign table, function,
+    # procedure, aggregate, type, domain, rule, event trigger
+    owner: str = ""
+    definition: str = ""
+
+
+@dataclass(frozen=True)
 class TableSpec:
     name: str  # schema-qualified
     rls_enabled: bool
@@ -64,6 +83,7 @@ class TableSpec:
     grants: dict[str, TableGrant]
     policies: dict[str, PolicySpec]
     owner: str = OWNER_ROLE
+    triggers: dict[str, TriggerSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,9 @@ class SecurityState:
     sequences: dict[str, Grants] = field(default_factory=dict)
     # Privileges on the chat database itself (not its owner's); None: not declared.
     database: Grants | None = None
+    # Declared: the deployment's own objects besides tables and functions (name -> kind).
+    # Live: every object outside the declared tables and functions (`chatsec plan` scope).
+    other_objects: dict[str, ObjectSpec] = field(default_factory=dict)
 
 
 def normalize_search_path(value: str) -> str:

@@ -57,15 +57,19 @@ _LOGIN_ROLES: dict[str, tuple[str, str | None]] = {
 }
 PG_HBA = """\
 # Managed by chatsec sandbox: SCRAM everywhere, TCP only over TLS, never trust.
+# The superuser only through the socket in run/ (0700): no other OS user can even try it.
 local     all all                scram-sha-256
+host      all chatsec_admin 0.0.0.0/0 reject
+host      all chatsec_admin ::/0      reject
 hostssl   all all 127.0.0.1/32   scram-sha-256
 hostssl   all all ::1/128        scram-sha-256
 hostnossl all all 0.0.0.0/0      reject
 hostnossl all all ::/0           reject
 """
 # "all" does not match replication connections: pg_basebackup needs its own line. Only
-# sandboxes started with --archive (the PITR drill) open it, and only to the admin over TLS.
-_HBA_REPLICATION = "hostssl   replication chatsec_admin 127.0.0.1/32 scram-sha-256\n"
+# sandboxes started with --archive (the PITR drill) open it, and only to the admin, whose
+# connections go through the socket like all of its others.
+_HBA_REPLICATION = "local     replication chatsec_admin  scram-sha-256\n"
 # Statistics for `chatsec doctor`; the library itself is preloaded by _write_config.
 _STAT_STATEMENTS = "CREATE EXTENSION IF NOT EXISTS pg_stat_statements WITH SCHEMA public"
 _INCLUDE_LINE = "include_if_exists = 'chatsec.conf'"
@@ -275,6 +279,11 @@ class Sandbox:
                 f"unknown sandbox login {login!r} (expected one of {', '.join(LOGINS)})"
             )
         query = {"sslmode": "verify-full", "sslrootcert": str(self.ca_cert_path)}
+        if role == LOGINS["admin"]:
+            # PG_HBA lets the superuser in through the Unix socket only. libpq takes a `host`
+            # query parameter over the URL's host (and ignores sslmode on a socket); the URL
+            # still names the server's TCP address, so "same server" comparisons hold.
+            query["host"] = str(self.run_dir)
         url = DatabaseURL(role, state.passwords[role], HOST, state.port, database, query)
         return url.libpq
 
@@ -335,7 +344,7 @@ class Sandbox:
         output.chmod(0o700)
         self._chown_server(output)
         conninfo = (
-            f"host={HOST} port={state.port} user={LOGINS['admin']} dbname=replication "
+            f"host={self.run_dir} port={state.port} user={LOGINS['admin']} dbname=replication "
             f"sslmode=verify-full sslrootcert={self.ca_cert_path}"
         )
         cmd = [str(self.bindir / "pg_basebackup"), "-D", str(output), "-F", "p", "-X", "none"]
@@ -653,12 +662,23 @@ class Sandbox:
             "ssl_key_file": _conf_str(str(tls / "server.key")),
             "ssl_ca_file": _conf_str(str(self.ca_cert_path)),
             "ssl_min_protocol_version": _conf_str("TLSv1.3"),
+            # TLS 1.2 suites only (1.3 ignores it): AEAD with ECDHE, so lowering the minimum
+            # later does not bring back PostgreSQL's default CBC, CAMELLIA and CCM_8 suites.
+            "ssl_ciphers": _conf_str("ECDHE+AESGCM:ECDHE+CHACHA20"),
+            "ssl_prefer_server_ciphers": "on",
             "password_encryption": _conf_str("scram-sha-256"),
-            "shared_preload_libraries": _conf_str("pg_stat_statements"),
+            "shared_preload_libraries": _conf_str(",".join(self._preload_libraries())),
             "max_connections": "100",
             # pg_ctl -l captures the log; the collector would write elsewhere.
             "logging_collector": "off",
+            # Forensics: every session's start and end, and who ran each logged line where.
+            "log_connections": "on",
+            "log_disconnections": "on",
+            "log_line_prefix": _conf_str("%m [%p] %q%u@%d "),
         }
+        if "pgaudit" in self._preload_libraries():
+            # Every DDL and role/privilege change, statement text only (no parameters).
+            settings["pgaudit.log"] = _conf_str("ddl, role")
         if state.archive:
             target = shlex.quote(str(self.archive_dir))
             settings |= {
@@ -679,6 +699,28 @@ class Sandbox:
             # Appending keeps initdb's file (and its ownership); our settings come last and win.
             with main_conf.open("a") as fh:
                 fh.write(f"\n{_INCLUDE_LINE}\n")
+
+    def _preload_libraries(self) -> list[str]:
+        """pg_stat_statements (contrib), and pgaudit where it is installed."""
+        # A preload library that is missing stops the server from starting: only name
+        # pgaudit (apt-get install postgresql-15-pgaudit) when its module is there.
+        return ["pg_stat_statements"] + (["pgaudit"] if self._has_library("pgaudit") else [])
+
+    def _has_library(self, name: str) -> bool:
+        """Whether the server's library directory (pg_config --pkglibdir) has `name`.so."""
+        libdir = self.bindir.parent / "lib"
+        pg_config = self.bindir / "pg_config"
+        if pg_config.is_file():
+            res = subprocess.run(
+                [str(pg_config), "--pkglibdir"],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            )
+            if res.returncode == 0 and res.stdout.strip():
+                libdir = Path(res.stdout.strip())
+        return (libdir / f"{name}.so").is_file()
 
     def _pg_ctl_start(self) -> None:
         res = self._run_server_cmd(

@@ -2,16 +2,15 @@
 
 PostgreSQL starts TLS inside its own protocol (an 8-byte SSLRequest answered by 'S'),
 so generic TLS scanners cannot talk to it; this does the handshake itself, then
-checks what it got with `cryptography`, and finally asks libpq (verify-full) and
+checks what it got with `cryptography`, tries every protocol version, cipher suite and
+key-exchange group (chatsec.audit.tls_probe), and finally asks libpq (verify-full) and
 the server's pg_stat_ssl for their view of a real session.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +25,18 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from chatsec.audit.check import Check
 from chatsec.audit.finding import CheckResult, Finding, Level
 from chatsec.audit.runner import AuditReport
+from chatsec.audit.tls_probe import (
+    ProbeError,
+    probe_server,
+    start_tls,
+    suite_findings,
+    version_findings,
+)
 from chatsec.db.connect import CONNECT_TIMEOUT_S, describe_connect_error
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.tls.plaintext import try_plaintext
 
-SSL_REQUEST = struct.pack("!ii", 8, 80877103)  # length 8, code 1234 5679
 # OpenSSL's X509_V_FLAG_NO_CHECK_TIME: the chain check leaves dates to ssl-expiry.
 _NO_CHECK_TIME = 0x200000
 _WEAK_HASHES = {"md5", "sha1"}
@@ -48,37 +53,6 @@ class Handshake:
 class TlsReport:
     report: AuditReport
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _start_tls(host: str, port: int, context: ssl.SSLContext, server_hostname: str | None
-               ) -> ssl.SSLSocket:
-    try:
-        raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
-    except OSError as exc:
-        raise ChatsecError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        raw.sendall(SSL_REQUEST)
-        answer = _recv_exact(raw, 1)
-        if answer == b"N":
-            raise ChatsecError(f"{host}:{port} refuses TLS (answered 'N' to the SSLRequest: "
-                               "ssl = off)")
-        if answer != b"S":
-            raise ChatsecError(f"{host}:{port} is not a PostgreSQL server speaking TLS "
-                               f"(answer {answer!r} to the SSLRequest)")
-        return context.wrap_socket(raw, server_hostname=server_hostname)
-    except BaseException:
-        raw.close()
-        raise
 
 
 def _peer_chain(tls: ssl.SSLSocket) -> list[x509.Certificate]:
@@ -104,7 +78,7 @@ def fetch_chain(host: str, port: int) -> Handshake:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # noqa: S503 - only to fetch the chain; verified below
     try:
-        with _start_tls(host, port, ctx, None) as tls:
+        with start_tls(host, port, ctx, None, CONNECT_TIMEOUT_S) as tls:
             cipher = tls.cipher()
             return Handshake(tls.version(), cipher[0] if cipher else None, _peer_chain(tls))
     except ssl.SSLError as exc:
@@ -127,7 +101,7 @@ def _verify_context(rootcert: Path | None) -> ssl.SSLContext:
 def verify_chain(host: str, port: int, rootcert: Path | None) -> str | None:
     """None when the chain verifies against the CA (dates aside), else OpenSSL's reason."""
     try:
-        with _start_tls(host, port, _verify_context(rootcert), None):
+        with start_tls(host, port, _verify_context(rootcert), None, CONNECT_TIMEOUT_S):
             return None
     except ssl.SSLCertVerificationError as exc:
         return exc.verify_message or str(exc)
@@ -203,6 +177,16 @@ SIGNATURE = _check("ssl-signature", "Strong signature hashes", "error",
 PROTOCOL = _check("ssl-protocol", "Negotiated protocol", "error",
                   "The protocol this handshake negotiated is TLSv1.2 or later.",
                   "ssl_min_protocol_version = 'TLSv1.3'")
+VERSIONS = _check("ssl-protocol-versions", "Only TLS 1.2 and 1.3 accepted", "error",
+                  "One handshake pinned to each of TLSv1, TLSv1.1, TLSv1.2 and TLSv1.3: "
+                  "accepting TLSv1 or TLSv1.1 is an error, refusing TLSv1.3 a warning.",
+                  "ssl_min_protocol_version = 'TLSv1.3'")
+SUITES = _check("ssl-cipher-suites", "Only AEAD cipher suites with forward secrecy", "error",
+                "For each version below TLSv1.3 the server accepts, one handshake per cipher "
+                "suite the local OpenSSL offers at @SECLEVEL=0: an accepted suite that is not "
+                "ECDHE/DHE with AES-GCM, AES-CCM (not CCM_8) or ChaCha20-Poly1305 is an error "
+                "(ARIA-GCM a warning); accepted key-exchange groups and cipher order are info.",
+                "ssl_ciphers = 'ECDHE+AESGCM:ECDHE+CHACHA20'")
 SESSION = _check("ssl-session", "libpq verify-full session", "error",
                  "psycopg connects with sslmode=verify-full; its pg_stat_ssl row is reported.",
                  "fix the certificate findings above, or the URL's credentials")
@@ -338,6 +322,19 @@ def verify_server(url: DatabaseURL, rootcert: Path | None = None, min_days: int 
                                    level="warning")]
     tls.details["plaintext"] = attempt.reason
     results.append(_result(PLAINTEXT, plain, t))
+
+    t = time.perf_counter()
+    try:
+        probe = probe_server(host, port)
+    except ProbeError as exc:
+        # Fail closed: a probe that did not run to the end passes nothing.
+        tls.details["probe"] = {"error": str(exc)}
+        results.append(_skipped(VERSIONS, f"the TLS probe could not run: {exc}"))
+        results.append(_skipped(SUITES, f"the TLS probe could not run: {exc}"))
+    else:
+        tls.details["probe"] = probe.to_json()
+        results.append(_result(VERSIONS, version_findings(probe, VERSIONS), t))
+        results.append(_result(SUITES, suite_findings(probe, SUITES), t))
     report.duration_s = time.perf_counter() - started_all
     return tls
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from chatsec.audit.check import Check
-from chatsec.audit.checks.definer_search_path import definers_with_unsafe_search_path
 from chatsec.audit.context import AuditContext
 from chatsec.audit.finding import Finding
+from chatsec.audit.search_path import unsafe_functions
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    # A definer function with no or an unsafe search_path is definer-search-path's finding;
+    # A function with no or an unsafe search_path is definer-search-path's or
+    # function-search-path's finding;
     # reporting it twice would blur which check a CI failure is about.
-    owned_elsewhere = definers_with_unsafe_search_path(ctx)
+    owned_elsewhere = unsafe_functions(ctx)
     out = []
     for change in ctx.changes:
         if change.kind != "function":

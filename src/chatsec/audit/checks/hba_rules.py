@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from chatsec.audit.check import Check, Skip
+from chatsec.audit.check import Check
+from chatsec.audit.checks._hba import HBA_PRIVILEGE, require_hba_rules
 from chatsec.audit.context import AuditContext
 from chatsec.audit.finding import Finding
 
@@ -10,8 +11,6 @@ _RULES = """
 SELECT line_number, type, database, user_name, address, netmask, auth_method, error
   FROM pg_catalog.pg_hba_file_rules ORDER BY line_number
 """
-_PRIVILEGE = ("needs SELECT on pg_catalog.pg_hba_file_rules and EXECUTE on "
-              "pg_catalog.pg_hba_file_rules() (superuser only by default)")
 
 
 # 0.0.0.0/0 as pg_hba_file_rules shows it: address and netmask both zero.
@@ -38,12 +37,7 @@ def _families(address: object, netmask: object) -> set[str]:
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    readable = ctx.scalar(
-        "SELECT pg_catalog.has_table_privilege('pg_catalog.pg_hba_file_rules', 'SELECT') "
-        "AND pg_catalog.has_function_privilege('pg_catalog.pg_hba_file_rules()', 'EXECUTE')"
-    )
-    if not readable:
-        raise Skip(_PRIVILEGE)
+    require_hba_rules(ctx)
     out = []
     # pg_hba.conf is first-match: once a reject covers every database, user and address
     # of a family for non-TLS connections, later lines never see such a connection.
@@ -95,7 +89,7 @@ CHECK = Check(
     level="error",
     description="pg_hba_file_rules, first-match aware: an accepting host/hostnossl line not "
                 "shadowed by a catch-all reject, trust or password for TCP (error), md5 and local "
-                "trust (warning). Needs: " + _PRIVILEGE.removeprefix("needs ") + "; skipped "
+                "trust (warning). Needs: " + HBA_PRIVILEGE.removeprefix("needs ") + "; skipped "
                 "otherwise.",
     remediation="hostssl lines with scram-sha-256; hostnossl ... reject",
     run=_run,

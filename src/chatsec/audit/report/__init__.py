@@ -1,11 +1,11 @@
-"""Renderers for an audit report: text, json, junit, sarif (one module each)."""
+"""Renderers for an audit report: text, json, junit, sarif, html (one module each)."""
 
 from __future__ import annotations
 
 from chatsec.audit.finding import Level
 from chatsec.audit.runner import AuditReport
 
-FORMATS = ("text", "json", "junit", "sarif")
+FORMATS = ("text", "json", "junit", "sarif", "html")
 
 
 def render(report: AuditReport, fmt: str, fail_on: Level, color: bool = False) -> str:
@@ -25,4 +25,8 @@ def render(report: AuditReport, fmt: str, fail_on: Level, color: bool = False) -
         from chatsec.audit.report.sarif import render_sarif
 
         return render_sarif(report)
+    if fmt == "html":
+        from chatsec.audit.report.html import render_html
+
+        return render_html(report, fail_on)
     raise ValueError(fmt)

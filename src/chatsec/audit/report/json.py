@@ -12,6 +12,7 @@ SCHEMA_VERSION = 1
 
 
 def report_document(report: AuditReport, fail_on: Level) -> dict[str, object]:
+    """The document as a dict; errors/warnings/infos count only findings not suppressed."""
     return {
         "version": SCHEMA_VERSION,
         "tool": {"name": "chatsec", "version": __version__},
@@ -25,11 +26,14 @@ def report_document(report: AuditReport, fail_on: Level) -> dict[str, object]:
             "passed": report.count("passed"),
             "failed": report.count("failed"),
             "skipped": report.count("skipped"),
+            "suppressed": report.count("suppressed"),
             "errors": report.findings_at("error"),
             "warnings": report.findings_at("warning"),
             "infos": report.findings_at("info"),
+            "suppressed_findings": report.suppressed_count(),
             "exit_code": report.exit_code(fail_on),
         },
+        "notices": list(report.notices),
         "results": [r.to_json() for r in report.results],
     }
 

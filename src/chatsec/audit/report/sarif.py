@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from chatsec import __version__
-from chatsec.audit.finding import CheckResult
+from chatsec.audit.finding import CheckResult, Finding
 from chatsec.audit.registry import all_checks
 from chatsec.audit.runner import AuditReport
 
@@ -25,7 +25,26 @@ def _rule(r: CheckResult) -> dict[str, object]:
     }
 
 
+def _suppressions(f: Finding) -> list[dict[str, object]]:
+    # An empty array says "evaluated, not suppressed" (SARIF 2.1.0 3.27.23); "external":
+    # the acceptance lives in the allowlist, not in the audited source.
+    if f.suppression is None:
+        return []
+    properties: dict[str, object] = {"source": f.suppression.source}
+    if f.suppression.expires:
+        properties["expires"] = f.suppression.expires.isoformat()
+    return [
+        {
+            "kind": "external",
+            "status": "accepted",
+            "justification": f.suppression.reason,
+            "properties": properties,
+        }
+    ]
+
+
 def render_sarif(report: AuditReport) -> str:
+    """The SARIF 2.1.0 log; suppressed findings are results with `suppressions`."""
     rules = [_rule(r) for r in report.results]
     index = {r.check_id: i for i, r in enumerate(report.results)}
     remediations = {c.id: c.remediation for c in all_checks()}
@@ -33,43 +52,61 @@ def render_sarif(report: AuditReport) -> str:
     notifications: list[dict[str, object]] = []
     for r in report.results:
         if r.status == "skipped":
-            notifications.append({
-                "level": "note",
-                "message": {"text": f"{r.check_id} skipped: {r.skip_reason}"},
-                "associatedRule": {"id": r.check_id, "index": index[r.check_id]},
-            })
+            notifications.append(
+                {
+                    "level": "note",
+                    "message": {"text": f"{r.check_id} skipped: {r.skip_reason}"},
+                    "associatedRule": {"id": r.check_id, "index": index[r.check_id]},
+                }
+            )
         for f in r.findings:
-            results.append({
-                "ruleId": r.check_id,
-                "ruleIndex": index[r.check_id],
-                "level": _LEVEL[f.level],
-                "message": {"text": f"{f.object}: {f.detail} (fix: {f.remediation})"},
-                "locations": [{
-                    "logicalLocations": [{
-                        "name": f.object,
-                        "fullyQualifiedName": f"{report.target}/{f.object}",
-                        "kind": "resource",
-                    }],
-                }],
-                "properties": {"category": f.category,
-                               "defaultRemediation": remediations.get(r.check_id, "")},
-            })
+            results.append(
+                {
+                    "ruleId": r.check_id,
+                    "ruleIndex": index[r.check_id],
+                    "level": _LEVEL[f.level],
+                    "message": {"text": f"{f.object}: {f.detail} (fix: {f.remediation})"},
+                    "locations": [
+                        {
+                            "logicalLocations": [
+                                {
+                                    "name": f.object,
+                                    "fullyQualifiedName": f"{report.target}/{f.object}",
+                                    "kind": "resource",
+                                }
+                            ],
+                        }
+                    ],
+                    "suppressions": _suppressions(f),
+                    "properties": {
+                        "category": f.category,
+                        "defaultRemediation": remediations.get(r.check_id, ""),
+                    },
+                }
+            )
+    notifications += [{"level": "warning", "message": {"text": n}} for n in report.notices]
     document = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "chatsec",
-                "version": __version__,
-                "semanticVersion": __version__,
-                "rules": rules,
-            }},
-            "invocations": [{
-                "executionSuccessful": True,
-                "toolExecutionNotifications": notifications,
-            }],
-            "properties": {"target": report.target},
-            "results": results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "chatsec",
+                        "version": __version__,
+                        "semanticVersion": __version__,
+                        "rules": rules,
+                    }
+                },
+                "invocations": [
+                    {
+                        "executionSuccessful": True,
+                        "toolExecutionNotifications": notifications,
+                    }
+                ],
+                "properties": {"target": report.target},
+                "results": results,
+            }
+        ],
     }
     return json.dumps(document, indent=2) + "\n"
