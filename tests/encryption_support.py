@@ -10,7 +10,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
-from chatsec.app.chat import add_participant, create_thread, register_user
+from chatsec.app.chat import add_participant, create_thread, post_message, register_user
 from chatsec.db.connect import connect
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.manage import generate_key
@@ -38,6 +38,14 @@ def make_chat(db: ChatDB, keyring_path: Path) -> Chat:
         thread = create_thread(conn, "t")
         add_participant(conn, thread, bob)
     return Chat(engine, keyring, alice, bob, thread)
+
+
+def post_all(chat: Chat, texts: list[str]) -> Chat:
+    """Alice posts each of `texts` in the thread, encrypted with the chat's keyring."""
+    with user_transaction(chat.engine, chat.alice, chat.keyring) as conn:
+        for text in texts:
+            post_message(conn, chat.thread, text)
+    return chat
 
 
 def insert_many(chat: Chat, n: int, keyring: Keyring | None = None) -> None:

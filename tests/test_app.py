@@ -33,7 +33,7 @@ def test_engine_allows_insecure_only_when_told(deployed_db: ChatDB) -> None:
 def test_engine_pool_defaults_follow_the_design(deployed_db: ChatDB) -> None:
     engine = create_app_engine(deployed_db.app.libpq)
     assert engine.pool.size() == 20  # type: ignore[attr-defined]
-    assert engine.pool._recycle == 30  # type: ignore[attr-defined]
+    assert engine.pool._recycle == -1  # type: ignore[attr-defined]  # no lifetime: test_app_pool.py
     engine.dispose()
     custom = create_app_engine(deployed_db.app.libpq, pool=PoolSettings(max_connections=3))
     assert custom.pool.size() == 3  # type: ignore[attr-defined]

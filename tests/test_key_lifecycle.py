@@ -222,11 +222,12 @@ def test_an_older_copy_of_the_keyring_is_refused_before_anything_changes(
         generate_key(old, deployed_db.migrator)
     result = CliRunner().invoke(cli, ["keys", "generate"], env=keys_env(deployed_db, copy))
     assert result.exit_code == 2 and "older than generation" in result.output
-    # A fresh keyring for a database that already has keys is an older copy too.
+    # A fresh keyring for a database that already has keys: the keyring was lost.
     fresh = CliRunner().invoke(
         cli, ["keys", "generate"], env=keys_env(deployed_db, tmp_path / "fresh.json")
     )
-    assert fresh.exit_code == 2 and "older than generation" in fresh.output
+    assert fresh.exit_code == 2 and "a new key cannot decrypt any of them" in fresh.output
+    assert not (tmp_path / "fresh.json").exists()
     with connect(deployed_db.admin) as conn:
         assert conn.execute("SELECT count(*) FROM chat.encryption_keys").fetchone() == keys_before
     assert Keyring.load(copy).generation == old.generation

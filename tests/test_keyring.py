@@ -139,7 +139,8 @@ def test_saved_file_is_private_and_no_temp_files_remain(path: Path) -> None:
     keyring.save()
     keyring.save()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in path.parent.iterdir()) == ["keyring.json"]
+    # The lock file stays (it holds no secret); no temporary file does.
+    assert sorted(p.name for p in path.parent.iterdir()) == [".keyring.json.lock", "keyring.json"]
 
 
 def test_save_replaces_a_group_readable_file_with_a_private_one(path: Path) -> None:
@@ -170,7 +171,10 @@ def test_load_missing_file(path: Path) -> None:
     with pytest.raises(ChatsecError) as excinfo:
         Keyring.load(path)
     assert str(excinfo.value) == (
-        f"keyring {path} does not exist: chatsec keys generate --keyring {path}"
+        f"keyring {path} does not exist: messages encrypted under its keys stay "
+        "unreadable without it, and no new key can recover them; restore it from its "
+        f"backup (docs/keyring.md), or for a database without keys yet: "
+        f"chatsec keys generate --keyring {path}"
     )
 
 
@@ -576,7 +580,7 @@ def test_save_refuses_to_replace_a_file_owned_by_another_user(path: Path) -> Non
     with pytest.raises(ChatsecError, match=f"is owned by uid {OTHER_UID}"):
         keyring.save()
     assert path.read_bytes() == before and path.stat().st_uid == OTHER_UID
-    assert sorted(p.name for p in path.parent.iterdir()) == ["keyring.json"]
+    assert sorted(p.name for p in path.parent.iterdir()) == [".keyring.json.lock", "keyring.json"]
 
 
 def test_load_refuses_a_symlink_even_to_a_good_keyring(path: Path, tmp_path: Path) -> None:

@@ -10,12 +10,18 @@ See docs/encryption.md.
 Rows that exist before this revision stay plaintext with key_id NULL (a migration
 never sees a key); the first `chatsec keys rotate` encrypts them.
 
+Downgrade refuses while any message is encrypted: below this revision key_id is gone,
+and a later upgrade would take every ciphertext for plaintext (key_id NULL). Only a
+rollback to base, which drops the messages themselves, goes ahead. It leaves the
+migrator's membership in chat_key_rotator: memberships are cluster-wide, and
+`chatsec keys` on the cluster's other chat databases still needs it.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-25
 """
 
-from alembic import op
+from alembic import context, op
 
 revision = "0003"
 down_revision = "0002"
@@ -92,10 +98,25 @@ def upgrade() -> None:
     op.execute("RESET ROLE")
 
 
+_REFUSE_CIPHERTEXT = """
+DO $$
+DECLARE
+  v_rows pg_catalog.int8;
+BEGIN
+  SELECT COALESCE(pg_catalog.sum(s.rows), 0) INTO v_rows
+    FROM chat.encryption_summary() s WHERE s.key_id IS NOT NULL;
+  IF v_rows > 0 THEN
+    RAISE EXCEPTION 'chatsec: % message(s) are encrypted: below revision 0003 they would pass for plaintext; nothing rolled back (only a rollback to base, which drops them, goes below 0003)', v_rows;
+  END IF;
+END
+$$
+"""
+
+
 def downgrade() -> None:
-    # The ciphertext stays: its armor header still names its key id, so the rows stay
-    # readable with the keyring after an upgrade again.
     op.execute("SET LOCAL ROLE chat_owner")
+    if context.get_revision_argument() is not None:
+        op.execute(_REFUSE_CIPHERTEXT)
     op.execute("DROP VIEW chat.messages_decrypted")
     op.execute("ALTER TABLE chat.messages DROP CONSTRAINT messages_content_encrypted")
     op.execute("DROP TRIGGER messages_z_encrypt_content ON chat.messages")
@@ -119,5 +140,4 @@ def downgrade() -> None:
     op.execute("DROP TABLE chat.encryption_keys")
     op.execute("ALTER TABLE chat.messages DROP COLUMN key_id")
     op.execute("RESET ROLE")
-    op.execute("REVOKE chat_key_rotator FROM CURRENT_USER")
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from chatsec.app.pool import (
     PINNED_SETTINGS,
@@ -19,11 +25,21 @@ from chatsec.db.connect import require_verified_tls
 from chatsec.db.url import resolve_url
 
 APP_URL_ENV = "CHATSEC_APP_DATABASE_URL"
+REAPER_THREAD_NAME = "chatsec-idle-reaper"
+
+log = logging.getLogger("chatsec.app")
 
 
 @dataclass(frozen=True)
 class PoolSettings:
     """Pool defaults from the design: at most 20 connections, 30 s idle, 2 s to connect.
+
+    A connection that has sat unused in the pool for `idle_seconds` is closed (its
+    server session ends then, not at the next checkout), and the pool hands out the
+    most recently returned connection first, so a quiet period shrinks the pool to
+    what the load uses. A connection is never closed or replaced for its age: one in
+    use is never touched, and steady load keeps the same sessions (one TLS handshake
+    and SCRAM exchange each) for as long as it lasts.
 
     `prepare_threshold` is psycopg's automatic preparation: a statement text executed
     that many times on one connection becomes a server-side prepared statement, so
@@ -39,11 +55,15 @@ class PoolSettings:
     """
 
     max_connections: int = 20
-    idle_seconds: int = 30
+    idle_seconds: float = 30
     connect_timeout_seconds: int = 2
     checkout_timeout_seconds: float = 30.0
     prepare_threshold: int | None = 5
     session_settings: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.idle_seconds > 0:
+            raise ValueError(f"idle_seconds must be positive, not {self.idle_seconds!r}")
 
 
 def create_app_engine(
@@ -76,9 +96,11 @@ def create_app_engine(
         pool_size=settings.max_connections,
         max_overflow=0,
         pool_timeout=settings.checkout_timeout_seconds,
-        # SQLAlchemy has no idle timeout; recycling after the idle period has the
-        # same effect for a pool that is checked out at least that often.
-        pool_recycle=settings.idle_seconds,
+        # No pool_recycle: that is a lifetime, which replaces busy connections too.
+        # Idle ones are closed by _close_when_idle. Most recently returned first, so
+        # under light load the others stay unused and are closed (first in, first out
+        # would rotate through all of them and keep every one just young enough).
+        pool_use_lifo=True,
         # The reset at checkout is a round trip of its own and finds dead connections.
         pool_pre_ping=False,
         connect_args={
@@ -90,6 +112,9 @@ def create_app_engine(
         },
         **engine_kwargs,
     )
+    # First: a checkout must take its connection out of the reaper's reach before the
+    # reset uses it (listeners run in the order they are added).
+    _close_when_idle(engine, settings.idle_seconds)
     _reset_on_checkout(engine, pinned)
     return engine
 
@@ -122,3 +147,150 @@ def _reset_on_checkout(engine: sa.Engine, pinned: Mapping[str, str]) -> None:
             # Never hand out a session that could not be reset: the pool closes this
             # connection and checks out (or opens) another one.
             raise sa.exc.DisconnectionError(f"session reset failed: {exc}") from exc
+
+
+class _IdleReaper:
+    """Closes the connections that have sat in one engine's pool for `idle_seconds`.
+
+    SQLAlchemy has no idle timeout (`pool_recycle` is a lifetime, checked only at the
+    next checkout). The pool's checkin, checkout and close events say which entries
+    are idle since when; a daemon thread, running only while some are, closes each
+    one when it falls due. One lock orders the thread against checkouts.
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        # Reentrant, as SQLAlchemy's own pool queue: a connection garbage-collected
+        # without being closed is checked in by a finalizer, which may run inside any
+        # allocation, including one made while this thread holds the lock.
+        self._lock = threading.RLock()
+        self._idle_since: dict[ConnectionPoolEntry, float] = {}
+        self._thread: threading.Thread | None = None
+        _REAPERS.add(self)
+
+    def checked_in(self, entry: ConnectionPoolEntry) -> None:
+        """`entry` is idle from now on; start the thread if it is not running."""
+        if entry.dbapi_connection is None:  # invalidated on its way back: nothing to close
+            return
+        with self._lock:
+            self._idle_since[entry] = time.monotonic()
+            if self._thread is None:
+                # Nothing falls due before idle_seconds from now, the thread's first wake-up.
+                self._thread = threading.Thread(
+                    target=_reap_while_alive,
+                    args=(weakref.ref(self), self.idle_seconds),
+                    name=REAPER_THREAD_NAME,
+                    daemon=True,
+                )
+                try:
+                    self._thread.start()
+                except RuntimeError:
+                    # Out of threads, or interpreter shutdown: the connection must
+                    # still return to the pool; the next checkin tries again.
+                    self._thread = None
+                    log.exception("could not start the idle-connection reaper")
+
+    def claim(self, entry: ConnectionPoolEntry, dbapi_connection: Any) -> bool:
+        """Take a checked-out `entry` out of the thread's reach; False if it was closed
+        while idle (the thread got to it as the pool handed it out)."""
+        with self._lock:
+            self._idle_since.pop(entry, None)
+            return not _driver(dbapi_connection).closed
+
+    def forget(self, entry: ConnectionPoolEntry) -> None:
+        """`entry`'s connection is being closed by the pool (dispose, invalidation)."""
+        with self._lock:
+            self._idle_since.pop(entry, None)
+
+    def reap(self) -> float | None:
+        """Close the connections idle for `idle_seconds`: the seconds until the next
+        falls due, or None when none is idle (the thread then ends)."""
+        now = time.monotonic()
+        with self._lock:
+            # A copy: such a finalizer may check an entry in while this loop runs.
+            idle_since = self._idle_since.copy()
+            due = [e for e, since in idle_since.items() if now - since >= self.idle_seconds]
+            for entry in due:
+                self._idle_since.pop(entry, None)
+                # Under the lock: a checkout's claim sees the connection open and keeps
+                # it, or sees it closed and reconnects, never one closing underneath it.
+                _close_idle(entry)
+            if not self._idle_since:
+                self._thread = None
+                return None
+            return min(self._idle_since.values()) + self.idle_seconds - now
+
+    def after_fork(self) -> None:
+        """In a forked child: the pooled connections share the parent's sockets, and
+        the lock may have been held by a thread that does not exist here."""
+        self._lock = threading.RLock()
+        self._idle_since = {}
+        self._thread = None
+
+
+# Every live reaper, for the fork hook; weak, so that engines still go away.
+_REAPERS: weakref.WeakSet[_IdleReaper] = weakref.WeakSet()
+
+
+def _forget_parent_connections() -> None:
+    for reaper in list(_REAPERS):
+        reaper.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    # A child that closed an inherited connection would write to the socket of the
+    # parent's session (TLS close-notify, Terminate) and break it: children forget them.
+    os.register_at_fork(after_in_child=_forget_parent_connections)
+
+
+def _reap_while_alive(reaper_ref: weakref.ref[_IdleReaper], first_wait: float) -> None:
+    """The reaper thread: ends when its engine's pool is gone or nothing is idle.
+
+    It holds its reaper only while reaping, never while sleeping, so a dropped engine
+    is garbage-collected (and the thread ends at its next wake-up).
+    """
+    wait: float | None = first_wait
+    while wait is not None:
+        time.sleep(wait)
+        reaper = reaper_ref()
+        if reaper is None:
+            return
+        wait = reaper.reap()
+        del reaper
+
+
+def _close_idle(entry: ConnectionPoolEntry) -> None:
+    """End an idle entry's session; the pool opens a new one at its next checkout."""
+    connection = entry.dbapi_connection
+    if connection is None:
+        return
+    try:
+        # Soft invalidation, then closing the DBAPI connection ourselves: the pool
+        # reconnects the entry at its next checkout. ConnectionPoolEntry.close() would
+        # also clear entry.dbapi_connection, which a checkout in another thread may be
+        # reading between taking the entry and firing the checkout event.
+        entry.invalidate(soft=True)
+        connection.close()
+    except Exception:
+        # Keep the thread alive for the others. This entry is no longer watched; if
+        # its connection is still open it is reused (and reset) at the next checkout.
+        log.exception("closing an idle pooled connection failed")
+
+
+def _close_when_idle(engine: sa.Engine, idle_seconds: float) -> None:
+    """Close `engine`'s pooled connections once idle for `idle_seconds` (_IdleReaper)."""
+    reaper = _IdleReaper(idle_seconds)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        reaper.checked_in(record)
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        if not reaper.claim(record, dbapi_connection):
+            # The pool closes this entry's connection and opens a new one.
+            raise sa.exc.DisconnectionError("connection closed after idling")
+
+    @sa.event.listens_for(engine, "close")
+    def _on_close(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        reaper.forget(record)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from chatsec.cli.options import keyring_option
+from chatsec.cli.options import keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
+from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring, passphrase_from_env
+from chatsec.ops.backup import RestoreReport, retarget
 from chatsec.ops.backup import backup as take_backup
-from chatsec.ops.backup import retarget
+from chatsec.ops.restore import ACCEPT_FLAG
 from chatsec.ops.restore import restore as run_restore
+from chatsec.sandbox.binaries import Terminated, sigterm_interrupts
 
 ADMIN_ENV = "CHATSEC_ADMIN_DATABASE_URL"
 
@@ -21,7 +26,19 @@ def _keyring(path: Path | None) -> Keyring | None:
     return Keyring.load(path.expanduser(), passphrase_from_env()) if path else None
 
 
-_keyring_option = keyring_option()
+def _to_stderr(line: str) -> None:
+    click.echo(f"chatsec: {line}", err=True)
+
+
+@contextmanager
+def _interruptible(what: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: the running tool is stopped, files cleaned up, one line, exit 2."""
+    try:
+        with sigterm_interrupts():
+            yield
+    except KeyboardInterrupt as exc:
+        cause = "SIGTERM" if isinstance(exc, Terminated) else "interrupt"
+        raise ChatsecError(f"{what} stopped ({cause})") from None
 
 
 @click.command()
@@ -30,7 +47,8 @@ _keyring_option = keyring_option()
     "-o",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Backup file to create (pg_dump custom format); never overwritten.",
+    help="Backup file to create (pg_dump custom format), and NAME.manifest.json beside it; "
+    "never overwritten.",
 )
 @click.option(
     "--database-url",
@@ -39,31 +57,41 @@ _keyring_option = keyring_option()
     default=None,
     help=f"A superuser or BYPASSRLS login on the chat database (default: ${ADMIN_ENV}).",
 )
-@_keyring_option
+@keyring_option(
+    "Keyring file (default: $CHATSEC_KEYRING). Required: every message must decrypt with "
+    "it, and its active key signs the manifest."
+)
 def backup(output: Path, database_url: str | None, keyring_path: Path | None) -> None:
-    """Back up the chat database, then verify the file before keeping it.
+    """Back up the chat database, verify the file, and sign its manifest.
 
-    The dump is read back in full: every message OpenPGP ciphertext that (with the
-    keyring) decrypts, no message text outside it, no key material (the keyring's
-    secrets anywhere, key-shaped values or key settings in the schema), no large
-    objects. Otherwise no file is left and the exit is 2. Checks that need the keyring
-    are printed as NOT checked when it is not given.
+    The dump is read back in full: every message OpenPGP ciphertext that decrypts with
+    the keyring, no message text outside it, no key material (the keyring's secrets
+    anywhere, key-shaped values or key settings in the schema), no large objects.
+    Otherwise no file is left and the exit is 2. Beside the dump goes NAME.manifest.json:
+    digest, size, revision and rows per chat table, HMAC-SHA256 under a key derived from
+    the keyring's active key, which `chatsec restore` verifies before loading anything.
+    Partial files an interrupted backup of the same name left behind are removed.
     """
-    result = take_backup(resolve_url(database_url, ADMIN_ENV), output, _keyring(keyring_path))
-    scan = result.scan
-    if scan.decrypted is None:
-        proven = f"{scan.messages} message(s) OpenPGP-encrypted, no key-shaped value in the schema"
-    else:
-        proven = (
-            f"{scan.decrypted} message(s) decrypt with the keyring, none of their texts "
-            "elsewhere, no key material"
+    if keyring_path is None:
+        raise ChatsecError(
+            "chatsec backup needs the keyring (--keyring PATH or $CHATSEC_KEYRING): every "
+            "message must decrypt with it, and it signs the backup's manifest"
         )
+    keyring = Keyring.load(keyring_path.expanduser(), passphrase_from_env())
+    url = resolve_url(database_url, ADMIN_ENV)
+    with _interruptible("backup"):
+        result = take_backup(url, output, keyring, notify=_to_stderr)
+    scan, manifest = result.scan, result.manifest
     click.echo(
         f"backup {result.path} ({result.size_bytes} bytes, {scan.toc_entries} entries) "
-        f"verified: {proven}"
+        f"verified: {scan.decrypted} message(s) decrypt with the keyring, none of their "
+        "texts elsewhere, no key material"
     )
-    for reason in scan.unchecked:
-        click.echo(f"NOT checked: {reason}")
+    click.echo(
+        f"manifest {result.manifest_path}: sha256 {manifest.dump_sha256}, revision "
+        f"{', '.join(manifest.revision) or 'none'}, {manifest.rows} row(s) in "
+        f"{len(manifest.row_counts)} table(s), HMAC-SHA256 under key {manifest.key_id}"
+    )
     click.echo("keep the keyring backed up separately: without it this backup is unreadable")
 
 
@@ -97,13 +125,28 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
     default=None,
     help="App login for the audit's probes (default: $CHATSEC_APP_DATABASE_URL).",
 )
-@_keyring_option
+@keyring_option(
+    "Keyring file (default: $CHATSEC_KEYRING): verifies the manifest and decrypts every "
+    "restored message."
+)
+@click.option(
+    ACCEPT_FLAG,
+    "accept_unsigned",
+    is_flag=True,
+    default=False,
+    help="Restore even without a manifest that verifies (missing, malformed, bad HMAC, key "
+    "not in the keyring), with a warning. Never a dump its authentic manifest contradicts.",
+)
+@lock_wait_option()
 def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str | None,
-            app_url: str | None, keyring_path: Path | None) -> None:  # fmt: skip
+            app_url: str | None, keyring_path: Path | None,
+            accept_unsigned: bool, wait_s: float) -> None:  # fmt: skip
     """Restore FILE into an empty database, then check revision, audit and decryption.
 
-    Exit 0 when the database is at head, the audit has no failed check and every
-    message decrypts with the keyring; 1 otherwise; 2 when nothing could be restored.
+    FILE.manifest.json must verify with the keyring and match FILE (size, SHA-256)
+    before anything is loaded. Exit 0 when the database is at head, the audit has no
+    failed check, every message decrypts with the keyring and the restored rows per
+    table are the manifest's; 1 otherwise; 2 when nothing could be restored.
     """
     target = DatabaseURL.parse(database_url)
     admin = retarget(resolve_url(admin_url, ADMIN_ENV), target, "--admin-url")
@@ -111,8 +154,15 @@ def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str
     raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
     app = retarget(DatabaseURL.parse(raw_app), target, "--app-url") if raw_app else None
     keyring = _keyring(keyring_path)
-    report = run_restore(file, target, admin, auditor, app, keyring)
+    with _interruptible(
+        "restore (a pg_restore that was running rolled back its single transaction; "
+        "if it had finished, the target holds an unproven restore: drop it and restore again)"
+    ):
+        report = run_restore(file, target, admin, auditor, app, keyring,
+                             accept_unsigned=accept_unsigned, warn=_to_stderr,
+                             wait_s=wait_s)  # fmt: skip
     click.echo(f"restored {file} into {report.target}")
+    _echo_manifest(report)
     revision = ", ".join(report.current) or "none"
     click.echo(f"migrations: at {revision}" + ("" if report.at_head else
                f" -- NOT at head {', '.join(report.heads)}: chatsec deploy"))  # fmt: skip
@@ -126,6 +176,27 @@ def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str
     else:
         click.echo(f"decryption: {report.decrypted} of {report.messages} message(s) decrypt")
     raise SystemExit(0 if report.ok else 1)
+
+
+def _echo_manifest(report: RestoreReport) -> None:
+    """The manifest's lines of the restore report: what was verified, what matched."""
+    manifest = report.manifest
+    if manifest is None:
+        click.echo(f"manifest: NOT verified, accepted with {ACCEPT_FLAG}: {report.unverified}")
+        click.echo("compared with the manifest: NOT (no verified manifest)")
+        return
+    click.echo(
+        f"manifest: verified (HMAC-SHA256 under key {manifest.key_id}, sha256 "
+        f"{manifest.dump_sha256[:16]}..., taken {manifest.created_at} by chatsec "
+        f"{manifest.chatsec_version})"
+    )
+    if report.manifest_mismatches:
+        click.echo(f"compared with the manifest: MISMATCH: {'; '.join(report.manifest_mismatches)}")
+    else:
+        click.echo(
+            f"compared with the manifest: match ({manifest.rows} row(s) in "
+            f"{len(manifest.row_counts)} table(s), revision {', '.join(manifest.revision)})"
+        )
 
 
 COMMANDS = [backup, restore]

@@ -22,13 +22,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from chatsec.cli.options import database_url_option, keyring_option
+from chatsec.cli.options import database_url_option, keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import PASSPHRASE_ENV, Keyring, passphrase_from_env, resolve_keyring_path
 from chatsec.keys.manage import (
     generate_key,
     key_status,
+    last_rotation,
     purge_key,
     register_keys,
     retire_key,
@@ -37,6 +38,7 @@ from chatsec.keys.manage import (
 from chatsec.keys.rotate import DEFAULT_BATCH_SIZE, rotate
 
 _keyring_option = keyring_option()
+_wait_option = lock_wait_option()
 
 
 def _load(keyring_path: Path | None, create: bool = False) -> Keyring:
@@ -58,6 +60,13 @@ class _RowsPerSecond(ProgressColumn):
         return Text("- rows/s" if speed is None else f"{speed:,.0f} rows/s")
 
 
+# What a rotation says as it reaches each recorded phase (the long ones wait or lock).
+_PHASE_NOTES = {
+    "draining": "draining the previous keys: waiting for transactions that may still use them",
+    "vacuuming": "vacuuming chat.messages (a kill from here on is finished by the next run)",
+}
+
+
 @click.group()
 def keys() -> None:
     """Encryption keys: a keyring file outside the database, registered ids inside it.
@@ -70,14 +79,38 @@ def keys() -> None:
 @keys.command()
 @_keyring_option
 @database_url_option()
-@click.option("--no-register", is_flag=True, help="Only write the keyring; register later.")
-def generate(keyring_path: Path | None, database_url: str | None, no_register: bool) -> None:
-    """Add a new active key to the keyring (created 0600 if missing) and register it."""
+@click.option(
+    "--no-register",
+    is_flag=True,
+    help="Only write the keyring; the key is active at once, so register it (chatsec keys "
+    "register) before any application gets the keyring.",
+)
+@click.option(
+    "--new-keyring",
+    is_flag=True,
+    help="Start a new keyring for a database that already has registered keys or encrypted "
+    "messages (its keyring was lost): those messages stay unreadable.",
+)
+@_wait_option
+def generate(
+    keyring_path: Path | None,
+    database_url: str | None,
+    no_register: bool,
+    new_keyring: bool,
+    wait_s: float,
+) -> None:
+    """Add a new active key to the keyring (created 0600 if missing) and register it.
+
+    The key is saved, registered, and only then made active in the file, so an
+    application reloading the keyring never gets a key the database refuses. Refused
+    while a rotation is unfinished, and for a missing keyring when the database has
+    keys already (see --new-keyring).
+    """
     keyring = _load(keyring_path, create=True)
     url: DatabaseURL | None = None
     if not no_register and (database_url or os.environ.get("CHATSEC_DATABASE_URL")):
         url = resolve_url(database_url)
-    key = generate_key(keyring, url)
+    key = generate_key(keyring, url, wait_s, new_keyring)
     sealed = " (sealed)" if keyring.sealed else ""
     click.echo(f"generated key {key.id}, active, in {keyring.path}{sealed}")
     if url is None:
@@ -89,11 +122,12 @@ def generate(keyring_path: Path | None, database_url: str | None, no_register: b
 @keys.command()
 @_keyring_option
 @database_url_option()
-def register(keyring_path: Path | None, database_url: str | None) -> None:
+@_wait_option
+def register(keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
     """Register every key of the keyring that is not retired (ids and verifiers only)."""
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
-    added = register_keys(keyring, url)
+    added = register_keys(keyring, url, wait_s)
     click.echo(f"registered {', '.join(added) if added else 'nothing new'} in {url.target}")
 
 
@@ -111,6 +145,15 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
             row.id or "(plaintext, no key)", row.in_keyring, row.registered, str(row.rows)
         )
     Console().print(table)
+    current = last_rotation(url)
+    if current is not None:
+        when = (
+            f"finished {current.finished_at:%Y-%m-%d %H:%M:%S %Z}"
+            if current.finished_at
+            else f"UNFINISHED, phase {current.phase}, since "
+            f"{current.started_at:%Y-%m-%d %H:%M:%S %Z} (chatsec keys rotate finishes it)"
+        )
+        click.echo(f"last rotation: to key {current.key_id}, {when}")
 
 
 @keys.command(name="rotate")
@@ -130,20 +173,23 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
     help="End with VACUUM FULL instead: rewrites chat.messages (exclusive lock meanwhile) so "
     "old versions, plaintext from before encryption included, leave the table's file.",
 )
+@_wait_option
 def rotate_command(
     keyring_path: Path | None,
     database_url: str | None,
     batch_size: int,
     no_vacuum: bool,
     vacuum_full: bool,
+    wait_s: float,
 ) -> None:
     """Re-encrypt every message under the active key, online; rerun to resume.
 
-    With rows left under older keys it finishes that rotation; otherwise (or when the
-    active key is from before row binding) it first generates and registers a new
-    active key. At the end the previous keys are drained: no transaction is handed
-    them and none may write under them. Rows that cannot be decrypted are skipped
-    and listed (exit 1).
+    A rotation is recorded in the database with its key and phase: a rerun after a
+    kill (even during the final VACUUM) finishes that rotation with that key. With no
+    unfinished rotation and no rows left under older keys, it first generates a new
+    key (registered before it becomes active in the keyring). At the end the previous
+    keys are drained: no transaction is handed them and none may write under them.
+    Rows that cannot be decrypted are skipped and listed (exit 1).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -166,8 +212,20 @@ def rotate_command(
         def progressed(done: int, left: int) -> None:
             bar.update(task, completed=done, total=done + left)
 
+        def phased(phase: str) -> None:
+            if phase in _PHASE_NOTES:
+                bar.console.print(_PHASE_NOTES[phase])
+
         result = rotate(
-            keyring, url, batch_size, not no_vacuum, started, progressed, vacuum_full=vacuum_full
+            keyring,
+            url,
+            batch_size,
+            not no_vacuum,
+            started,
+            progressed,
+            vacuum_full=vacuum_full,
+            wait_s=wait_s,
+            on_phase=phased,
         )
     if result.plaintext_rows:
         heap = (
@@ -204,7 +262,8 @@ def rotate_command(
 @click.argument("key_id")
 @_keyring_option
 @database_url_option()
-def retire(key_id: str, keyring_path: Path | None, database_url: str | None) -> None:
+@_wait_option
+def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
     """Retire KEY_ID: refused for the active key and while any message uses it.
 
     Waits until every transaction open when the key was marked has ended, so a write
@@ -212,7 +271,7 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None) -> 
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
-    retire_key(keyring, url, key_id)
+    retire_key(keyring, url, key_id, wait_s)
     click.echo(f"retired key {key_id} in {keyring.path} and {url.target}")
 
 
@@ -220,14 +279,17 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None) -> 
 @click.argument("key_id")
 @_keyring_option
 @database_url_option()
-def unretire(key_id: str, keyring_path: Path | None, database_url: str | None) -> None:
+@_wait_option
+def unretire(
+    key_id: str, keyring_path: Path | None, database_url: str | None, wait_s: float
+) -> None:
     """Bring retired KEY_ID back as a previous key (readable again), while the keyring has it.
 
     For rows found under a key after it was retired, or to read an older backup on purpose.
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
-    unretire_key(keyring, url, key_id)
+    unretire_key(keyring, url, key_id, wait_s)
     click.echo(f"key {key_id} is a previous key again in {keyring.path} and {url.target}")
 
 
@@ -236,7 +298,10 @@ def unretire(key_id: str, keyring_path: Path | None, database_url: str | None) -
 @_keyring_option
 @database_url_option()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(key_id: str, keyring_path: Path | None, database_url: str | None, yes: bool) -> None:
+@_wait_option
+def purge(
+    key_id: str, keyring_path: Path | None, database_url: str | None, yes: bool, wait_s: float
+) -> None:
     """Destroy retired KEY_ID's secret in the keyring for good (crypto-shredding).
 
     Only a retired key no message of this database uses. Every row under it in an
@@ -250,7 +315,7 @@ def purge(key_id: str, keyring_path: Path | None, database_url: str | None, yes:
             "become unreadable for good",
             abort=True,
         )
-    purge_key(keyring, url, key_id)
+    purge_key(keyring, url, key_id, wait_s)
     click.echo(f"purged key {key_id}: its secret is gone from {keyring.path}")
 
 

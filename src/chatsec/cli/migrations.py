@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chatsec.cli.options import database_url_option
+from chatsec.cli.options import database_url_option, lock_wait_option
 from chatsec.db.connect import connect
 from chatsec.db.url import resolve_url
 from chatsec.migrate import runner
@@ -17,14 +17,19 @@ from chatsec.ops.harden import close_large_objects
 @click.option(
     "--sql", is_flag=True, help="Print the SQL for review instead of running it (no connection)."
 )
-def deploy(database_url: str | None, to: str, sql: bool) -> None:
-    """Upgrade the chat database to a revision (default: head)."""
+@lock_wait_option()
+def deploy(database_url: str | None, to: str, sql: bool, wait_s: float) -> None:
+    """Upgrade the chat database to a revision (default: head).
+
+    Holds chatsec's lock on the database meanwhile: a second deploy (or a key
+    rotation, a rollback, a restore) waits for it, then finds nothing left to do.
+    """
     if sql:
         click.echo(runner.offline_sql(to), nl=False)
         return
     url = resolve_url(database_url)
     before = runner.status(url)
-    runner.deploy(url, to)
+    runner.deploy(url, to, wait_s=wait_s)
     after = runner.status(url)
     click.echo(
         f"deployed {url.target}: {','.join(before.current) or 'base'} -> "
@@ -37,10 +42,27 @@ def deploy(database_url: str | None, to: str, sql: bool) -> None:
 @click.option(
     "--to", "to", required=True, help="Revision to go down to ('base' removes everything)."
 )
-def rollback(database_url: str | None, to: str) -> None:
-    """Downgrade the chat database to an earlier revision."""
+@click.option(
+    "--yes", is_flag=True, help="Drop the tables and columns that hold data (listed first)."
+)
+@lock_wait_option()
+def rollback(database_url: str | None, to: str, yes: bool, wait_s: float) -> None:
+    """Downgrade the chat database to an earlier revision.
+
+    The downgrade runs in one transaction that first counts what it would drop:
+    tables with rows, columns with values. Any such data and it is rolled back,
+    listed, and the exit is 2, unless --yes. Below revision 0003 is refused while
+    messages are encrypted (they would pass for plaintext), except to base.
+    """
     url = resolve_url(database_url)
-    runner.rollback(url, to)
+    try:
+        losses = runner.rollback(url, to, wait_s=wait_s, accept_loss=yes)
+    except runner.RollbackWouldLoseData as refused:
+        for loss in refused.losses:
+            click.echo(f"would drop {loss}", err=True)
+        raise
+    for loss in losses:
+        click.echo(f"dropped {loss}")
     after = runner.status(url)
     click.echo(f"rolled back {url.target} to {','.join(after.current) or 'base'}")
 

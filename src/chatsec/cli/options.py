@@ -8,6 +8,8 @@ from typing import TypeVar
 
 import click
 
+from chatsec.db.lock import DEFAULT_WAIT_S
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -46,4 +48,18 @@ def keyring_option(help: str = "Keyring file (default: $CHATSEC_KEYRING).") -> C
         default=None,
         envvar="CHATSEC_KEYRING",
         help=help,
+    )
+
+
+def lock_wait_option() -> Callable[[F], F]:
+    """--wait SECONDS, passed as `wait_s`: how long to wait for another command's lock."""
+    return click.option(
+        "--wait",
+        "wait_s",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_WAIT_S,
+        show_default=True,
+        metavar="SECONDS",
+        help="How long to wait while another chatsec command holds the database's (or the "
+        "keyring's) lock; then exit 2 naming it. 0: do not wait.",
     )

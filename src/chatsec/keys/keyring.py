@@ -11,6 +11,8 @@ import re
 import secrets
 import stat
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +22,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from chatsec.db.lock import DEFAULT_WAIT_S
 from chatsec.errors import ChatsecError
+from chatsec.files import fsync_dir
+from chatsec.keys.filelock import KeyringLock
 
 Status = Literal["active", "previous", "retired", "purged"]
 STATUSES: tuple[Status, ...] = ("active", "previous", "retired", "purged")
@@ -154,6 +159,7 @@ class Keyring:
         self._generation = 0
         self._insecure_kdf_for_tests = insecure_kdf_for_tests
         self._passphrase: str | None = None
+        self._lock = KeyringLock(path)
         if passphrase is not None:
             self.seal(passphrase)  # a new keyring is a new seal: the strength rule applies
 
@@ -212,16 +218,51 @@ class Keyring:
         cls, path: Path, passphrase: str, *, insecure_kdf_for_tests: bool = False
     ) -> Keyring:
         """Seal the unsealed keyring at `path` with `passphrase` and save it (`chatsec keys seal`)."""
-        document = _parse_json(_read_private(path), f"keyring {path}")
-        if isinstance(document, dict) and "sealed" in document:
-            raise ChatsecError(
-                f"keyring {path} is already sealed: to change its passphrase, load it with "
-                "the current one and seal it with the new one"
-            )
-        keyring = cls.load(path, insecure_kdf_for_tests=insecure_kdf_for_tests)
-        keyring.seal(passphrase)
-        keyring.save()
+        keyring = cls(path, insecure_kdf_for_tests=insecure_kdf_for_tests)
+        with keyring.locked(command="keys seal"):
+            document = _parse_json(_read_private(path), f"keyring {path}")
+            if isinstance(document, dict) and "sealed" in document:
+                raise ChatsecError(
+                    f"keyring {path} is already sealed: to change its passphrase, load it "
+                    "with the current one and seal it with the new one"
+                )
+            keyring.reload()
+            keyring.seal(passphrase)
+            keyring.save()
         return keyring
+
+    @contextmanager
+    def locked(self, wait_s: float | None = None, command: str = "keys") -> Iterator[None]:
+        """Hold the keyring's file lock; every read-modify-write happens inside one.
+
+        Waits up to `wait_s` seconds (the database lock's DEFAULT_WAIT_S when None) for another holder. Call
+        `reload()` inside it: what was read before may have changed meanwhile.
+        """
+        self._lock.acquire(DEFAULT_WAIT_S if wait_s is None else wait_s, command)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def reload(self) -> None:
+        """Read the keys back from the file, as saved now (nothing if never saved yet)."""
+        if not os.path.lexists(self._path):
+            if self._generation:
+                raise ChatsecError(f"keyring {self._path} was removed while in use")
+            return
+        document = _parse_json(_read_private(self._path), f"keyring {self._path}")
+        parsed = _parse_document(
+            document, self._path, self._passphrase, self._insecure_kdf_for_tests
+        )
+        self._keys = parsed.keys
+        self._generation = parsed.generation
+        if not parsed.sealed:
+            self._passphrase = None
+
+    def continue_generations(self, newest: int) -> None:
+        """Save the next generation after `newest`: a new keyring for a database whose
+        registry has seen an earlier keyring's generations (`keys generate --new-keyring`)."""
+        self._generation = max(self._generation, newest)
 
     @property
     def path(self) -> Path:
@@ -347,7 +388,14 @@ class Keyring:
         self._passphrase = None
 
     def save(self) -> None:
-        """Write the next generation atomically with mode 0600, sealed if there is a passphrase."""
+        """Write the next generation atomically with mode 0600, sealed if there is a passphrase.
+
+        Under the file lock (taken here if the caller does not hold it).
+        """
+        with self.locked(command="keys save"):
+            self._save()
+
+    def _save(self) -> None:
         generation = self._generation + 1
         if generation > _MAX_GENERATION:
             raise ChatsecError(f"keyring {self._path} has reached its last generation")
@@ -463,7 +511,10 @@ def _read_private(path: Path) -> bytes:
         fd = os.open(path, flags)
     except FileNotFoundError:
         raise ChatsecError(
-            f"keyring {path} does not exist: chatsec keys generate --keyring {path}"
+            f"keyring {path} does not exist: messages encrypted under its keys stay "
+            "unreadable without it, and no new key can recover them; restore it from its "
+            f"backup (docs/keyring.md), or for a database without keys yet: "
+            f"chatsec keys generate --keyring {path}"
         ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP and os.path.islink(path):
@@ -539,21 +590,7 @@ def _write_private(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             raise ChatsecError(f"cannot write keyring {path}: {exc.strerror}") from None
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; some filesystems refuse to open or fsync directories.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _parse_json(raw: bytes, where: str) -> object:

@@ -72,6 +72,57 @@ def deployment_id(conn: Conn) -> str:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """The latest rotation recorded in chat.deployment (revision 0009)."""
+
+    key_id: str
+    phase: str  # rewriting, draining, vacuuming or finished
+    started_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "finished"
+
+
+ROTATION_PHASES = ("rewriting", "draining", "vacuuming", "finished")
+
+
+def rotation(conn: Conn) -> Rotation | None:
+    """The rotation in progress, else the last one finished; None if none ever ran."""
+    try:
+        row = conn.execute(
+            "SELECT rotation_key_id, rotation_phase, rotation_started_at, rotation_finished_at "
+            "FROM chat.deployment"
+        ).fetchone()
+    except psycopg.errors.UndefinedColumn:
+        raise ChatsecError(
+            "chat.deployment records no rotation: deploy chatsec's migrations (revision 0009)"
+        ) from None
+    if row is None or row[0] is None:
+        return None
+    return Rotation(str(row[0]), str(row[1]), row[2], row[3])
+
+
+def start_rotation(conn: Conn, key_id: str) -> None:
+    conn.execute(
+        "UPDATE chat.deployment SET rotation_key_id = %s, rotation_phase = 'rewriting', "
+        "rotation_started_at = pg_catalog.now(), rotation_finished_at = NULL",
+        (key_id,),
+    )
+
+
+def set_rotation_phase(conn: Conn, phase: str) -> None:
+    if phase not in ROTATION_PHASES:
+        raise ValueError(phase)
+    conn.execute(
+        "UPDATE chat.deployment SET rotation_phase = %(phase)s, rotation_finished_at = "
+        "CASE WHEN %(phase)s = 'finished' THEN pg_catalog.now() END",
+        {"phase": phase},
+    )
+
+
+@dataclass(frozen=True)
 class Registered:
     id: str
     created_at: datetime

@@ -2,11 +2,14 @@
 
 Each batch is its own short transaction (rows locked only while rewritten), so the
 application keeps reading and writing; it holds the previous keys too, so rows under
-either key decrypt meanwhile. Nothing is remembered between runs: the database itself
-says which rows are left (key_id), so a run killed at any point is finished by the next.
-A row that cannot be decrypted is skipped and listed, never fatal to the rotation. At
-the end the previous keys are marked drained: no row left under them, none accepted,
-and no transaction is handed them any more.
+either key decrypt meanwhile. A rotation is one persisted operation: chat.deployment
+records its target key and phase (rewriting, draining, vacuuming, finished) from the
+transaction that registers the key on, so a run killed at any moment, VACUUM
+included, is finished by the next run with the same key, and only a finished
+rotation lets the next one make a new key. Which rows are left the database itself
+says (key_id). A row that cannot be decrypted is skipped and listed, never fatal to
+the rotation. At the end the previous keys are marked drained: no row left under
+them, none accepted, and no transaction is handed them any more.
 """
 
 from __future__ import annotations
@@ -18,8 +21,14 @@ from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.keys import registry
-from chatsec.keys.keyring import Keyring
-from chatsec.keys.manage import generate_key, register_keys
+from chatsec.keys.keyring import Key, Keyring
+from chatsec.keys.manage import (
+    PhaseHook,
+    changing,
+    check_keyring,
+    introduce_key,
+    register_unlocked,
+)
 
 DEFAULT_BATCH_SIZE = 500
 # Passes over the table; more than a few means something keeps writing under an old key.
@@ -92,29 +101,104 @@ def rotate(
     on_start: Callable[[str, bool, int], None] | None = None,
     on_progress: Progress | None = None,
     vacuum_full: bool = False,
+    wait_s: float | None = None,
+    on_phase: PhaseHook | None = None,
 ) -> RotationResult:
-    """Resume a rotation with rows left under old keys, else start one with a new key."""
+    """Finish the unfinished rotation, else start one (with a new key unless rows are left).
+
+    Holds the keyring's and the database's locks throughout (`manage.changing`).
+    `on_phase` hears each step once it is recorded: "key-saved" and "key-registered"
+    (a new key), then "rewriting", "draining", "vacuuming" and "finished".
+    """
     if batch_size < 1:
         raise ChatsecError(f"--batch-size must be at least 1, not {batch_size}")
-    with registry.acting_as(url, registry.ROTATOR) as conn:
-        counts = registry.rows_per_key(conn)
-    generated = _needs_new_key(keyring, counts, url)
-    if generated:
-        generate_key(keyring, url)
-    else:
-        # A run killed before registering its new key leaves it only in the keyring.
-        register_keys(keyring, url)
-    active = keyring.active.id
-    readable = {key.id for key in keyring.readable_keys}
-    unreadable = sorted(k for k, n in counts.items() if k is not None and n and k not in readable)
-    if unreadable:
-        raise ChatsecError(
-            f"rows are encrypted under key(s) {', '.join(unreadable)} that keyring "
-            f"{keyring.path} cannot read: restore those keys before rotating"
+    with changing(keyring, url, "keys rotate", wait_s):
+        check_keyring(keyring, url)
+        with registry.acting_as(url, registry.ROTATOR) as conn:
+            counts = registry.rows_per_key(conn)
+        with registry.acting_as(url, registry.OWNER) as conn:
+            current = registry.rotation(conn)
+        generated = False
+        if current is not None and not current.finished:
+            active = _resume(keyring, url, current).id
+        elif _needs_new_key(keyring, counts, url):
+            active = introduce_key(keyring, url, start_rotation=True, on_phase=on_phase).id
+            generated = True
+        else:
+            # Rows left under older keys (plaintext from before encryption, or a writer
+            # with an old keyring): this rotation finishes them with the active key.
+            register_unlocked(keyring, url)
+            active = keyring.active.id
+            with registry.acting_as(url, registry.OWNER) as conn:
+                registry.start_rotation(conn, active)
+        readable = {key.id for key in keyring.readable_keys}
+        unreadable = sorted(
+            k for k, n in counts.items() if k is not None and n and k not in readable
         )
-    left = rows_left(counts, active)
-    if on_start:
-        on_start(active, generated, left)
+        if unreadable:
+            raise ChatsecError(
+                f"rows are encrypted under key(s) {', '.join(unreadable)} that keyring "
+                f"{keyring.path} cannot read: restore those keys before rotating"
+            )
+        left = rows_left(counts, active)
+        if on_start:
+            on_start(active, generated, left)
+        if on_phase:
+            on_phase("rewriting")
+        done, passes, skipped, drained = _rewrite(
+            keyring, url, active, batch_size, left, on_progress, on_phase
+        )
+        if vacuum or vacuum_full:
+            _set_phase(url, "vacuuming", on_phase)
+            vacuum_messages(url, full=vacuum_full)
+        _set_phase(url, "finished", on_phase)
+    return RotationResult(
+        active, generated, done, passes, counts.get(None, 0), sorted(skipped), drained
+    )
+
+
+def _resume(keyring: Keyring, url: DatabaseURL, current: registry.Rotation) -> Key:
+    """The unfinished rotation's key, active in the keyring (a run killed between
+    registering it and activating it left it previous)."""
+    try:
+        key = keyring.get(current.key_id)
+    except ChatsecError:
+        raise ChatsecError(
+            f"a rotation to key {current.key_id} is unfinished in {url.target} (phase "
+            f"{current.phase}), but keyring {keyring.path} has no such key: use the keyring "
+            "that rotation saved"
+        ) from None
+    if key.status not in ("active", "previous"):
+        raise ChatsecError(
+            f"a rotation to key {current.key_id} is unfinished in {url.target}, but that key "
+            f"is {key.status} in keyring {keyring.path}: use the keyring that rotation saved"
+        )
+    if key.status == "previous":
+        keyring.activate(key.id)
+        keyring.save()
+        with registry.acting_as(url, registry.OWNER) as conn:
+            registry.record_keyring_generation(conn, keyring.generation)
+    return keyring.active
+
+
+def _set_phase(url: DatabaseURL, phase: str, on_phase: PhaseHook | None) -> None:
+    with registry.acting_as(url, registry.OWNER) as conn:
+        registry.set_rotation_phase(conn, phase)
+    if on_phase:
+        on_phase(phase)
+
+
+def _rewrite(
+    keyring: Keyring,
+    url: DatabaseURL,
+    active: str,
+    batch_size: int,
+    left: int,
+    on_progress: Progress | None,
+    on_phase: PhaseHook | None,
+) -> tuple[int, int, set[str], list[str]]:
+    """Passes over chat.messages until no row is left under another key, then the drain:
+    rows written, passes, rows that could not be opened, keys drained."""
     done = 0
     passes = 0
     skipped: set[str] = set()
@@ -150,6 +234,7 @@ def rotate(
                 # Rows a stale writer slipped in before the previous keys were drained
                 # keep their key undrained: one more pass takes them, and once drained
                 # a key takes no new rows at all.
+                _set_phase(url, "draining", on_phase)
                 drained += drain_previous_keys(url, active)
                 with conn.transaction():
                     registry.set_role(conn, url, registry.ROTATOR)
@@ -157,17 +242,12 @@ def rotate(
             if on_progress:
                 on_progress(done, left)
             if left <= 0:
-                break
+                return done, passes, skipped, drained
             if passes >= MAX_PASSES:
                 raise ChatsecError(
                     f"{left} row(s) still arrive under old keys after {passes} passes: "
                     f"give the application the keyring with active key {active}, then rerun"
                 )
-    if vacuum or vacuum_full:
-        vacuum_messages(url, full=vacuum_full)
-    return RotationResult(
-        active, generated, done, passes, counts.get(None, 0), sorted(skipped), drained
-    )
 
 
 def drain_previous_keys(url: DatabaseURL, active: str) -> list[str]:

@@ -1,4 +1,10 @@
-"""Deploy, roll back and report migration state: thin wrappers over Alembic's command API."""
+"""Deploy, roll back and report migration state: thin wrappers over Alembic's command API.
+
+Deploy and rollback hold chatsec's database lock (chatsec.db.lock), so two of them,
+or one and a key rotation, never interleave; each runs every revision in one
+transaction. A rollback counts, inside that transaction, what the downgrade drops;
+it commits only if nothing holding data goes, or the caller accepts the loss.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
 from chatsec.db.connect import connect
+from chatsec.db.lock import database_lock
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.paths import migrate_dir, versions_dir
@@ -55,28 +62,151 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _run(url: DatabaseURL, fn: str, target: str, allow_insecure: bool) -> None:
+@dataclass(frozen=True)
+class Loss:
+    """Data a rollback drops: a table's rows, or a column's non-null values."""
+
+    name: str  # schema.table or schema.table.column
+    rows: int  # -1: could not be counted (treated as data)
+
+    def __str__(self) -> str:
+        count = "rows unknown" if self.rows < 0 else f"{self.rows} row(s)"
+        kind = "column" if self.name.count(".") == 2 else "table"
+        return f"{kind} {self.name}: {count}"
+
+
+class RollbackWouldLoseData(ChatsecError):
+    """The downgrade drops tables or columns that hold data, and the loss was not accepted."""
+
+    def __init__(self, target: str, losses: list[Loss]) -> None:
+        self.losses = losses
+        super().__init__(
+            f"rollback to {target} would drop data ({len(losses)} table(s) or column(s), "
+            "listed above); nothing changed: pass --yes to drop it"
+        )
+
+
+# Tables of the chat schemas, their columns, and whether chat_owner may count them.
+_TABLES = """
+SELECT c.oid, n.nspname, c.relname, c.relforcerowsecurity,
+       pg_catalog.pg_has_role('chat_owner', c.relowner, 'USAGE') AS counted,
+       ARRAY(SELECT a.attname FROM pg_catalog.pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum)::text[] AS columns
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'chat' AND c.relkind IN ('r', 'p')
+   AND EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'chat_owner')
+"""
+
+
+# chatsec's own bookkeeping, made again by the upgrade: the deployment's id, the keyring
+# generation seen, the last rotation. What it concerns (registered keys) is counted in
+# chat.encryption_keys, whose rows and columns are data.
+_BOOKKEEPING = ("chat", "deployment")
+
+
+def _quoted(*names: str) -> str:
+    return ".".join('"' + name.replace('"', '""') + '"' for name in names)
+
+
+def _count_contents(conn: sa.Connection) -> dict[tuple[str, ...], int]:
+    """Rows per table and non-null values per column, counted as chat_owner.
+
+    Row-level security is forced on the chat tables, so the count lifts it for a
+    moment (NO FORCE, count, FORCE) inside this uncommitted transaction: nobody else
+    ever sees the table without it, and the ACCESS EXCLUSIVE lock that takes is one
+    the downgrade takes anyway.
+    """
+    tables = conn.exec_driver_sql(_TABLES).fetchall()
+    counts: dict[tuple[str, ...], int] = {}
+    if not tables:
+        return counts
+    conn.exec_driver_sql("SET LOCAL ROLE chat_owner")
+    for _oid, schema, table, forced, counted, columns in tables:
+        if not counted:
+            counts[(schema, table)] = -1
+            continue
+        target = _quoted(schema, table)
+        if forced:
+            conn.exec_driver_sql(f"ALTER TABLE {target} NO FORCE ROW LEVEL SECURITY")
+        row = conn.exec_driver_sql(
+            "SELECT count(*)"
+            + "".join(f", count({_quoted(column)})" for column in columns)
+            + f" FROM {target}"
+        ).one()
+        if forced:
+            conn.exec_driver_sql(f"ALTER TABLE {target} FORCE ROW LEVEL SECURITY")
+        counts[(schema, table)] = int(row[0])
+        for column, values in zip(columns, row[1:], strict=True):
+            counts[(schema, table, column)] = int(values)
+    conn.exec_driver_sql("RESET ROLE")
+    return counts
+
+
+def _losses(before: dict[tuple[str, ...], int], conn: sa.Connection) -> list[Loss]:
+    after = {
+        (str(schema), str(table)): set(columns)
+        for _, schema, table, _, _, columns in conn.exec_driver_sql(_TABLES).fetchall()
+    }
+    losses = []
+    for name, rows in before.items():
+        table = name[:2]
+        gone = (
+            table not in after if len(name) == 2 else table in after and name[2] not in after[table]
+        )
+        if gone and rows != 0 and table != _BOOKKEEPING:
+            losses.append(Loss(".".join(name), rows))
+    return losses
+
+
+def _run(
+    url: DatabaseURL,
+    fn: str,
+    target: str,
+    allow_insecure: bool,
+    accept_loss: bool = True,
+) -> list[Loss]:
     cfg = alembic_config(url)
     with engine_for(url, allow_insecure) as engine, engine.begin() as conn:
         cfg.attributes["connection"] = conn
         try:
+            before = _count_contents(conn) if fn == "downgrade" else {}
             getattr(command, fn)(cfg, target)
+            losses = _losses(before, conn) if before else []
         except CommandError as exc:
             raise ChatsecError(f"{fn} failed: {exc}") from None
         except sa.exc.DBAPIError as exc:
             raise ChatsecError(
                 f"{fn} to {target} failed, nothing applied: {_one_line(exc)}"
             ) from None
+        if losses and not accept_loss:
+            # Leaving the block with the error rolls the whole downgrade back.
+            raise RollbackWouldLoseData(target, losses)
+    return losses
 
 
-def deploy(url: DatabaseURL, to: str = "head", allow_insecure: bool = False) -> None:
-    """Upgrade the database to `to`; each revision runs in its own transaction."""
-    _run(url, "upgrade", to, allow_insecure)
+def deploy(
+    url: DatabaseURL, to: str = "head", allow_insecure: bool = False, wait_s: float | None = None
+) -> None:
+    """Upgrade the database to `to`, holding chatsec's lock on it (waiting up to `wait_s`)."""
+    with database_lock(url, "deploy", wait_s, allow_insecure):
+        _run(url, "upgrade", to, allow_insecure)
 
 
-def rollback(url: DatabaseURL, to: str, allow_insecure: bool = False) -> None:
-    """Downgrade the database to `to` (a revision id, or 'base')."""
-    _run(url, "downgrade", to, allow_insecure)
+def rollback(
+    url: DatabaseURL,
+    to: str,
+    allow_insecure: bool = False,
+    wait_s: float | None = None,
+    accept_loss: bool = False,
+) -> list[Loss]:
+    """Downgrade the database to `to` (a revision id, or 'base'); what it dropped.
+
+    Refused (RollbackWouldLoseData, nothing changed) when tables or columns that hold
+    data would go, unless `accept_loss`.
+    """
+    with database_lock(url, "rollback", wait_s, allow_insecure):
+        return _run(url, "downgrade", to, allow_insecure, accept_loss)
 
 
 def offline_sql(to: str = "head", from_rev: str | None = None) -> str:

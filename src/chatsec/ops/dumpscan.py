@@ -15,7 +15,7 @@ A backup is kept, and a dump restored, only if reading it back in full finds:
 
 Checks that need the keyring and could not run are named in `DumpScan.unchecked`.
 Reading the ciphertexts is chatsec.ops.openpgp's; pg_restore runs without secrets
-(chatsec.sandbox.binaries.child_env).
+(chatsec.sandbox.binaries.child_env) and dies with chatsec (binaries.start_tool).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from chatsec.ops.openpgp import (
     parse_packets,
     require_encrypted,
 )
-from chatsec.sandbox.binaries import child_env, first_error, run_tool, tool
+from chatsec.sandbox.binaries import first_error, run_tool, start_tool, stop_tool, tool
 
 MESSAGES = "chat.messages"
 CONTENT = "content"
@@ -126,17 +126,19 @@ def script_lines(path: Path) -> Iterator[str]:
     """The dump as the SQL script pg_restore would run, line by line, without a database."""
     cmd = [tool("pg_restore"), "--file=-", str(path)]
     with tempfile.TemporaryFile() as stderr:
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                cmd, stdout=subprocess.PIPE, stderr=stderr, env=child_env()
-            )
-        except OSError as exc:
-            raise ChatsecError(f"cannot run pg_restore: {exc}") from None
+        proc = start_tool(cmd, stdout=subprocess.PIPE, stderr=stderr)
         assert proc.stdout is not None
-        with proc:
+        try:
             # Bytes, split on \n only: a stray \r in a function body must not split it.
             for raw in proc.stdout:
                 yield raw.decode("utf-8", "replace").removesuffix("\n")
+            proc.wait()
+        except BaseException:
+            # Interrupted, or the reader stopped early (GeneratorExit): pg_restore stops too.
+            stop_tool(proc)
+            raise
+        finally:
+            proc.stdout.close()
         stderr.seek(0)
         message = stderr.read().decode("utf-8", "replace")
     if proc.returncode != 0:

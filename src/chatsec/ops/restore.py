@@ -1,24 +1,41 @@
-"""Restore a verified backup into an empty database, then prove it: revision, audit, decryption."""
+"""Restore a verified backup into an empty database, then prove it: revision, audit, decryption.
+
+Before anything is loaded, the backup's manifest must verify (chatsec.ops.manifest) and
+match the dump's bytes, and the dump must pass the scan. The dump is first copied into
+an unnamed private file, hashed on the way: the scan and pg_restore read that copy, so
+what was verified is what is loaded even if the file changes meanwhile, and nothing is
+left behind when chatsec is killed.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from chatsec.audit.api import audit
+from chatsec.db.connect import connect
+from chatsec.db.lock import database_lock
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.keys import registry
 from chatsec.keys.keyring import Keyring
 from chatsec.migrate import runner
-from chatsec.ops.backup import RestoreReport, restore_dump, verify_dump
+from chatsec.ops.backup import RestoreReport, chat_row_counts, restore_dump, verify_dump
+from chatsec.ops.manifest import FileDigest, Manifest, ManifestError, check_dump, digest_of
+from chatsec.ops.manifest import read_verified as read_manifest
 from chatsec.policy.load import load_policies
 
 _DECRYPT_ALL = (
     "SELECT count(*), count(chat.decrypt_message(content, key_id, id, thread_id)) "
     "FROM chat.messages"
 )
+ACCEPT_FLAG = "--accept-unsigned"
+Warn = Callable[[str], None]
 
 
 def restore(
@@ -28,20 +45,47 @@ def restore(
     auditor: DatabaseURL,
     app: DatabaseURL | None = None,
     keyring: Keyring | None = None,
+    *,
+    accept_unsigned: bool = False,
+    warn: Warn | None = None,
+    wait_s: float | None = None,
 ) -> RestoreReport:
     """Restore `path` into `target` (the migrator's URL) and check what was restored.
 
-    The dump is verified first (no plaintext, no key material) so a tampered file is
-    never loaded; `admin` runs pg_restore; `auditor` runs the audit (probes as `app`
-    when given); with a keyring every restored message must decrypt.
+    The manifest is verified and the dump scanned (no plaintext, no key material) before
+    anything is loaded, so a tampered file never is. `accept_unsigned` accepts a missing
+    or unverifiable manifest, never a dump that its authentic manifest contradicts; `warn`
+    hears it first. `admin` runs pg_restore; `auditor` runs the audit (probes as `app`
+    when given); with a keyring every restored message must decrypt; the restored rows
+    per table must be the manifest's. Verifying and loading hold chatsec's lock on the
+    target database (waiting up to `wait_s`), so two restores never load into it at once.
     """
-    scan = verify_dump(path, keyring)
-    if scan.problems:
-        raise ChatsecError(f"{path} is not restored: {'; '.join(scan.problems[:3])}")
-    declared = load_policies()
-    restore_dump(path, admin, sorted(declared.roles))
+    path = Path(path)
+    manifest, unverified = _manifest_or_reason(path, keyring, accept_unsigned)
+    if unverified is not None:
+        (warn or _quiet)(
+            f"warning: restoring {path} WITHOUT a verified manifest ({unverified}): nothing "
+            "proves it is the backup chatsec wrote, unchanged (accepted with --accept-unsigned)"
+        )
+    with database_lock(target, "restore", wait_s), _private_copy(path) as (copy, digest):
+        if manifest is not None:
+            try:
+                check_dump(manifest, digest)
+            except ManifestError as exc:
+                raise ChatsecError(f"{path} is not restored: {exc}") from None
+        try:
+            scan = verify_dump(copy, keyring)
+            if scan.problems:
+                raise ChatsecError(f"{path} is not restored: {'; '.join(scan.problems[:3])}")
+            restore_dump(copy, admin, sorted(load_policies().roles))
+        except ChatsecError as exc:
+            # The tools saw the copy's /proc name; the operator knows the file's.
+            raise ChatsecError(str(exc).replace(str(copy), str(path)), exc.exit_code) from None
     state = runner.status(target)
     report = RestoreReport(target.target, state.current, state.heads)
+    report.manifest, report.unverified = manifest, unverified
+    if manifest is not None:
+        report.manifest_mismatches = _mismatches(manifest, state.current, _restored_rows(admin))
     results = audit(
         auditor,
         app_url=app,
@@ -57,6 +101,73 @@ def restore(
     else:
         report.messages = count_messages(target)
     return report
+
+
+def _quiet(line: str) -> None:
+    """The default `warn`: library callers read RestoreReport.unverified instead."""
+
+
+def _manifest_or_reason(
+    path: Path, keyring: Keyring | None, accept_unsigned: bool
+) -> tuple[Manifest | None, str | None]:
+    """The verified manifest, or (with `accept_unsigned`) why there is none; else refuse."""
+    try:
+        return read_manifest(path, keyring), None
+    except ManifestError as exc:
+        if accept_unsigned:
+            return None, str(exc)
+        raise ChatsecError(
+            f"{path} is not restored: {exc} ({ACCEPT_FLAG} restores it unverified)"
+        ) from None
+
+
+@contextmanager
+def _private_copy(path: Path) -> Iterator[tuple[Path, FileDigest]]:
+    """An unnamed 0600 copy of `path` in $TMPDIR, its digest, and a name tools can open.
+
+    tempfile.TemporaryFile has no name from the start (O_TMPFILE, or unlinked at once):
+    the kernel frees it when chatsec exits, however. The client tools open it through
+    /proc/PID/fd/N, which names this open file, not a path anyone could swap.
+    """
+    try:
+        source = path.open("rb")
+    except OSError as exc:
+        raise ChatsecError(f"cannot read {path}: {exc.strerror}") from None
+    with source, tempfile.TemporaryFile(prefix="chatsec-restore-") as copy:
+        digest = digest_of(source, copy)
+        copy.flush()
+        yield Path(f"/proc/{os.getpid()}/fd/{copy.fileno()}"), digest
+
+
+def _restored_rows(admin: DatabaseURL) -> dict[str, int]:
+    """Rows per chat table of the restored database, as its superuser reads them."""
+    with connect(admin, application_name="chatsec restore") as conn:
+        conn.execute("SET row_security = off")  # an error, never fewer rows, if filtered
+        counts = chat_row_counts(conn)
+        conn.rollback()
+    return counts
+
+
+def _mismatches(
+    manifest: Manifest, revision: tuple[str, ...], restored: Mapping[str, int]
+) -> list[str]:
+    """Where the restored database differs from what the manifest recorded."""
+    found: list[str] = []
+    if set(revision) != set(manifest.revision):
+        found.append(
+            f"revision {', '.join(revision) or 'none'} restored, "
+            f"{', '.join(manifest.revision) or 'none'} in the manifest"
+        )
+    expected = manifest.row_counts
+    for table in sorted(set(expected) | set(restored)):
+        want, got = expected.get(table), restored.get(table)
+        if want is None:
+            found.append(f"{table}: {got} row(s) restored, the manifest has no such table")
+        elif got is None:
+            found.append(f"{table}: missing after the restore ({want} row(s) in the manifest)")
+        elif want != got:
+            found.append(f"{table}: {got} row(s) restored, {want} in the manifest")
+    return found
 
 
 def decrypt_all(url: DatabaseURL, keyring: Keyring) -> tuple[int, int]:

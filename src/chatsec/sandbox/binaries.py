@@ -3,16 +3,29 @@
 Client-only installs lack the server binaries, hence the search. Every binary runs with
 `child_env()`: no PG* variable that could redirect it, no CHATSEC_* variable (several
 hold secrets: the keyring passphrase, database URLs with passwords).
+
+Client tools that chatsec waits for (pg_dump, pg_restore: `start_tool`, `run_tool`) also
+die with chatsec: they run in a process group of their own, are stopped when chatsec is
+interrupted, and on Linux get SIGTERM from the kernel when chatsec dies, even of SIGKILL.
+The sandbox's server commands (cluster.py) do not go through here: `pg_ctl start` leaves
+a server running on purpose.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 from chatsec.errors import ChatsecError
 
@@ -86,16 +99,144 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+# -- client tools that die with chatsec ---------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# How long a stopped tool gets to exit on SIGTERM before it is killed.
+STOP_GRACE_S = 5.0
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl(2), resolved once in chatsec itself; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl  # type: ignore[no-any-return]
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGTERM when `parent` (chatsec) dies.
+
+    preexec_fn is the only hook that runs in the child between fork and exec, and Python
+    has no prctl of its own; so the child makes one ctypes call to libc's prctl, resolved
+    before the fork: no import or symbol lookup in the child. (preexec_fn can deadlock a
+    child forked while another thread holds a lock; chatsec starts its tools from a
+    single-threaded process, and the child does as little as possible.) The setting
+    survives exec, is not inherited by the tool's own children, and fires when the
+    forking *thread* ends: tools are started by the thread that waits for them. If
+    chatsec died before the call, no signal would ever come: the parent check after it
+    covers that race (the child then exits instead of running the tool).
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+
+    def in_child() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
+
+
+def start_tool(
+    cmd: list[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    stdout: int | IO[Any],
+    stderr: int | IO[Any],
+) -> subprocess.Popen[bytes]:
+    """Start a client tool with `child_env(env)` that dies with chatsec (see `stop_tool`)."""
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,  # in a group of its own, reading a terminal would stop it
+            stdout=stdout,
+            stderr=stderr,
+            env=child_env(env),
+            # Its own process group: a terminal's Ctrl-C reaches chatsec only, which then
+            # stops the tool (and anything it started) in order, with `stop_tool`.
+            process_group=0,
+            preexec_fn=_die_with(os.getpid()),  # see _die_with for why a preexec_fn
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ChatsecError(f"cannot run {Path(cmd[0]).name}: {exc}") from None
+
+
+def stop_tool(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the tool's process group, SIGKILL after STOP_GRACE_S; reaped either way."""
+    if proc.poll() is not None:
+        return  # reaped: its pid, and so its group id, may already belong to another process
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, signum)
+
+
 def run_tool(
     cmd: list[str], env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run a client tool to completion with `child_env(env)`; a failure to start is one line."""
+    """Run a client tool to completion with `child_env(env)`; a failure to start is one line.
+
+    Interrupted (Ctrl-C, or SIGTERM within `sigterm_interrupts`), or past TIMEOUT_S, the
+    tool is stopped before the exception goes on: it never outlives the wait for it.
+    """
+    proc = start_tool(cmd, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with proc:  # closes the pipes, whatever happens
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            stop_tool(proc)
+            raise ChatsecError(
+                f"{Path(cmd[0]).name} did not finish within {TIMEOUT_S}s and was stopped"
+            ) from None
+        except BaseException:
+            stop_tool(proc)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, _text(out), _text(err))
+
+
+def _text(output: bytes | None) -> str:
+    return (output or b"").decode("utf-8", "replace")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C inside `sigterm_interrupts()` so that cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM raises `Terminated` instead of ending chatsec on the spot.
+
+    Python's default SIGTERM ends the process without unwinding: no tool stopped, no
+    temporary file removed. Only the main thread may set handlers; elsewhere this is a
+    no-op (the death signal still applies).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return subprocess.run(
-            cmd, capture_output=True, text=True, env=child_env(env), timeout=TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ChatsecError(f"cannot run {Path(cmd[0]).name}: {exc}") from None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def first_error(stderr: str) -> str:
