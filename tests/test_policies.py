@@ -96,6 +96,7 @@ def test_plan_runs_as_the_auditor_too(deployed_db: ChatDB) -> None:
         ("GRANT UPDATE (user_id) ON chat.messages TO app_user", "table-grant", "extra", "user_id"),
         ("DROP POLICY users_update_self ON chat.users", "policy", "missing", "users_update_self"),
         ("GRANT CREATE ON SCHEMA chat TO app_user", "schema-grant", "extra", "CREATE"),
+        ("ALTER FUNCTION chat.my_thread_ids() ROWS 1000", "function", "changed", "ROWS 1000"),
     ],
 )
 def test_drift_made_by_hand_shows_in_the_plan(
@@ -190,6 +191,25 @@ def test_malformed_policy_file_is_one_clear_error(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "command must be one of" in result.output
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "error"),
+    [
+        ("rows = 50", "rows = 0", "rows must be a positive integer, not 0"),
+        ("rows = 50", 'rows = "50"', "rows must be a positive integer, not '50'"),
+        ('returns = "uuid"', 'returns = "uuid"\nrows = 5', "rows applies only to a set-returning"),
+    ],
+)
+def test_a_bad_row_estimate_is_refused(tmp_path: Path, old: str, new: str, error: str) -> None:
+    copy = tmp_path / "policies"
+    shutil.copytree(policies_dir(), copy)
+    functions = copy / "functions.toml"
+    text = functions.read_text()
+    assert old in text
+    functions.write_text(text.replace(old, new, 1))
+    with pytest.raises(ChatsecError, match=error):
+        load_policies(copy)
 
 
 @pytest.mark.parametrize(

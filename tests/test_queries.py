@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from chatsec import queries
 from chatsec.app import create_app_engine, user_transaction
+from chatsec.app.chat import create_thread
 from chatsec.bench.generate import Scale, generate, set_session_keys
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring
@@ -33,7 +34,7 @@ def chat(
     keyring.generate()
     keyring.generate()
     keyring.save()
-    scale = Scale(users=40, threads=30, messages=1500, rotate_rows=100)
+    scale = Scale(users=40, threads=30, messages=1500)
     generate(shared_deployed_db.admin, scale, keyring, lambda _: None)
     engine = create_app_engine(shared_deployed_db.app.libpq)
     yield Generated(shared_deployed_db, engine, keyring)
@@ -153,6 +154,48 @@ def test_message_history_pages_decrypted_with_authors_and_attachments(chat: Gene
     assert not any(m.content.startswith("-----BEGIN PGP") for m in seen)
     assert any(m.attachment_count for m in seen)
     assert {m.content for m in seen} >= {f"tie {i}" for i in range(9)}
+
+
+def test_message_history_pages_are_total_over_a_shared_created_at(chat: Generated) -> None:
+    """A batch insert gives all its rows one created_at: paging by the (created_at, id)
+    cursor must return every row exactly once, in (created_at, id) descending order,
+    even when a page boundary falls inside the batch (page size 7 does not divide 130)."""
+    user = _busy_users(chat, 1)[0]
+    with user_transaction(chat.engine, user, chat.keyring) as conn:
+        thread = create_thread(conn, "shared created_at")
+        older = queries.post_messages(conn, [queries.NewMessage(thread, "older")])
+    with user_transaction(chat.engine, user, chat.keyring) as conn:
+        batch = queries.post_messages(
+            conn, [queries.NewMessage(thread, f"batch {i}") for i in range(130)]
+        )
+    with user_transaction(chat.engine, user, chat.keyring) as conn:
+        newer = queries.post_messages(
+            conn, [queries.NewMessage(thread, f"newer {i}") for i in range(3)]
+        )
+    expected = _admin_rows(
+        chat,
+        "SELECT id, created_at FROM chat.messages WHERE thread_id = :t "
+        "ORDER BY created_at DESC, id DESC",
+        {"t": thread},
+    )
+    shared = {r[1] for r in expected if r[0] in set(batch)}
+    assert len(shared) == 1, "the batch shares one created_at"
+    assert {r[0] for r in expected} == set(older + batch + newer)
+    seen: list[queries.HistoryMessage] = []
+    pages = 0
+    with user_transaction(chat.engine, user, chat.keyring) as conn:
+        page = queries.message_history(conn, thread, limit=7)
+        while page:
+            pages += 1
+            assert len(page) <= 7
+            seen += page
+            page = queries.message_history(conn, thread, before=page[-1].cursor, limit=7)
+    assert [m.id for m in seen] == [r[0] for r in expected]  # each once, in order
+    assert len({m.id for m in seen}) == len(seen) == 134
+    assert pages == -(-134 // 7)
+    keys = [(m.created_at, m.id) for m in seen]
+    assert all(a > b for a, b in zip(keys, keys[1:], strict=False)), "strictly descending"
+    assert {m.content for m in seen if m.id in set(batch)} == {f"batch {i}" for i in range(130)}
 
 
 def test_non_member_gets_nothing(chat: Generated) -> None:

@@ -48,6 +48,26 @@ ORDER BY t.last_message_at DESC
 LIMIT :limit OFFSET :offset
 """
 
+# The seed design's Message History, word for word (only schema-qualified). Under RLS
+# chat.users shows the caller only their own row, so for the application it returns
+# the caller's own messages only: an application wants chatsec.queries.message_history
+# (authors from chat.user_profiles). m.* is the ciphertext. Kept for the benchmark: an
+# application's natural SQL must not fall off a plan cliff under RLS.
+MESSAGE_HISTORY_DESIGN = """
+SELECT m.*,
+       u.username,
+       u.profile_image,
+       COUNT(a.id) as attachment_count
+FROM chat.messages m
+JOIN chat.users u ON u.id = m.user_id
+LEFT JOIN chat.attachments a ON a.message_id = m.id
+WHERE m.thread_id = :thread_id
+  AND m.created_at < :before
+GROUP BY m.id, u.id
+ORDER BY m.created_at DESC
+LIMIT :limit
+"""
+
 # The rewrite: start from the caller's own participant rows (idx_thread_participants_user),
 # page first, then count per thread of the page only, each count an index-only scan
 # (participants' primary key, idx_messages_thread). Nothing multiplies. Unread is per
@@ -95,32 +115,35 @@ SELECT p.*,
 
 # Message History: the design's columns, newest first, keyset-paginated. Rows that
 # share created_at (a batch insert is one transaction, so one CURRENT_TIMESTAMP) are
-# ordered by id, so the cursor is (created_at, id) and no page boundary drops a row.
-# The page is cut first and decrypted after: chat.decrypt_message runs for the 50
-# rows returned, never for rows a sort would discard. Attachments are counted per
-# message with a scalar subquery instead of the design's GROUP BY m.id, u.id. The
-# author is looked up per row (LATERAL ... OFFSET 0 keeps it a nested loop on the
-# users primary key): joined plainly, the planner hash-joined a sequential scan of
-# every user visible to the caller. Authors come from chat.user_profiles: under RLS
-# chat.users shows the caller only their own row (private columns stay private);
-# the explicit baseline, a superuser that RLS does not bind, reads chat.users.
+# ordered by id, so the cursor is (created_at, id) and no page boundary drops a row;
+# idx_messages_thread is (thread_id, created_at DESC, id DESC), that same order, so a
+# page reads its rows in order and stops. The page is cut first and decrypted after:
+# chat.decrypt_message runs for the rows returned, never for rows a sort would discard.
+# Attachments are counted per message with a scalar subquery instead of the design's
+# GROUP BY m.id, u.id. Authors are looked up once per distinct author of the page
+# (`= ANY(ARRAY(...))` is leakproof, so it reaches into the security-barrier view as
+# an index condition): per row, each lookup repeated the view's contact check. They
+# come from chat.user_profiles: under RLS chat.users shows the caller only their own
+# row (private columns stay private); the explicit baseline, a superuser that RLS does
+# not bind, reads chat.users.
 _HISTORY = """
-SELECT p.id, p.thread_id, p.user_id,
-       chat.decrypt_message(p.content, p.key_id, p.id, p.thread_id) AS content,
-       p.parent_id, p.status, p.metadata, p.created_at, p.updated_at,
-       u.username, u.profile_image,
-       (SELECT count(*) FROM chat.attachments a WHERE a.message_id = p.id) AS attachment_count
-FROM (
+WITH p AS (
   SELECT m.id, m.thread_id, m.user_id, m.content, m.key_id, m.parent_id, m.status,
          m.metadata, m.created_at, m.updated_at
     FROM chat.messages m
    WHERE m.thread_id = :thread_id {keyset} {member}
    ORDER BY m.created_at DESC, m.id DESC
    LIMIT :limit
-) p
-JOIN LATERAL (SELECT u.username, u.profile_image FROM {authors} u
-               WHERE u.id = p.user_id OFFSET 0) u ON true
-ORDER BY p.created_at DESC, p.id DESC
+)
+SELECT p.id, p.thread_id, p.user_id,
+       chat.decrypt_message(p.content, p.key_id, p.id, p.thread_id) AS content,
+       p.parent_id, p.status, p.metadata, p.created_at, p.updated_at,
+       u.username, u.profile_image,
+       (SELECT count(*) FROM chat.attachments a WHERE a.message_id = p.id) AS attachment_count
+  FROM p
+  JOIN (SELECT u.id, u.username, u.profile_image FROM {authors} u
+         WHERE u.id = ANY (ARRAY(SELECT DISTINCT p.user_id FROM p))) u ON u.id = p.user_id
+ ORDER BY p.created_at DESC, p.id DESC
 """
 _FIRST_PAGE = ""
 _NEXT_PAGE = "AND (m.created_at, m.id) < (:before, :before_id)"

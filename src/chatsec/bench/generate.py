@@ -1,10 +1,19 @@
 """A realistic chat generated set-based, as the superuser, messages encrypted by the trigger.
 
-Skew: thread i (1 = busiest) receives a message with probability growing like
-(i/T)^(1/3) - `floor(T * random()^3)` - so a few threads hold tens of thousands of
-messages and most hold a handful, as in real chats. Participants per thread are
-2 + floor(30 * random()^4): mostly direct and small group chats, a few large rooms.
+Skew, as in the chat the issue measured (2,000 users, 20,000 threads, 1M messages):
+- threads: 15 % of the messages go to the 10 hottest threads (about 10 threads over
+  10,000 messages at 1M), the rest by `floor(T * random()^3)` (thread i receives a
+  message with probability growing like (i/T)^(1/3)): a few threads hold tens of
+  thousands of messages and most hold a handful, as in real chats;
+- participants per thread: 2 + floor(30 * random()^4), mostly direct and small group
+  chats, a few large rooms; who: `floor(U * random()^1.15)`, so the heaviest user is
+  in about 2.7 times as many threads as the median one (~200 against ~75 at 1M);
+- about 5 % of the messages have attachments (one, 30 % of those a second one).
 Every message's author is a participant of its thread.
+
+Deterministic: users, threads and messages have md5 ids of their number, and every
+statement that draws random numbers runs after setseed() from `Scale.seed`, so one
+seed gives the same chat (but for timestamps, relative to now()).
 
 The superuser writes because FORCE ROW LEVEL SECURITY does not bind it (one INSERT
 ... SELECT per table instead of a transaction per user), while the encryption trigger
@@ -31,12 +40,19 @@ Conn = psycopg.Connection[Any]
 
 @dataclass(frozen=True)
 class Scale:
-    users: int = 10_000
+    users: int = 2_000
     threads: int = 20_000
     messages: int = 1_000_000
-    # Rows written under the older key, re-encrypted by the rotation benchmark.
-    rotate_rows: int = 100_000
+    seed: int = 1
     workers: int = 2
+
+
+# Share of the messages that go to the HOT_THREADS hottest threads.
+HOT_SHARE = 0.15
+HOT_THREADS = 10
+# Participants are user floor(U * random()^USER_SKEW): > 1 makes low numbers busier.
+USER_SKEW = 1.15
+ATTACHMENT_PERCENT = 5
 
 
 # Deterministic ids (md5 of a counter) so that set-based statements can refer to
@@ -59,7 +75,7 @@ SELECT md5('t' || g)::uuid, 'thread ' || g, false, NULL, now() - interval '380 d
 _PARTICIPANTS = """
 CREATE UNLOGGED TABLE bench_tp AS
 SELECT thread_n, user_n, row_number() OVER (PARTITION BY thread_n ORDER BY user_n) AS k
-  FROM (SELECT DISTINCT t.g AS thread_n, 1 + floor(random() * %(users)s)::int AS user_n
+  FROM (SELECT DISTINCT t.g AS thread_n, 1 + floor(%(users)s * random() ^ %(user_skew)s)::int AS user_n
           FROM generate_series(1, %(threads)s::int) t(g),
                LATERAL generate_series(1, 2 + floor(30 * random() ^ 4)::int + (t.g * 0)) p(j)
        ) x;
@@ -77,9 +93,14 @@ UPDATE chat.threads t SET is_direct = true
 # Messages g in [lo, hi]: a skewed thread, a participant of it as author, a time in
 # the last year, 20-200 characters of text.
 _MESSAGES = """
-INSERT INTO chat.messages (thread_id, user_id, content, created_at, updated_at)
-SELECT md5('t' || x.thread_n)::uuid, md5('u' || tp.user_n)::uuid, x.content, x.at, x.at
-  FROM (SELECT g, 1 + floor(%(threads)s * random() ^ 3)::int AS thread_n, random() AS r,
+INSERT INTO chat.messages (id, thread_id, user_id, content, created_at, updated_at)
+SELECT md5('m' || x.g)::uuid, md5('t' || x.thread_n)::uuid, md5('u' || tp.user_n)::uuid,
+       x.content, x.at, x.at
+  FROM (SELECT g,
+               1 + CASE WHEN random() < %(hot_share)s
+                        THEN floor(least(%(hot)s, %(threads)s) * random())
+                        ELSE floor(%(threads)s * random() ^ 3) END::int AS thread_n,
+               random() AS r,
                left('message ' || g || ' ' || repeat(md5(g::text) || ' ', 7),
                     20 + floor(random() * 180)::int) AS content,
                now() - random() * interval '365 days' AS at
@@ -97,7 +118,8 @@ UPDATE chat.thread_participants
 INSERT INTO chat.attachments (message_id, file_name, content_type, byte_size, storage_key)
 SELECT m.id, 'file.png', 'image/png', 1000 + floor(random() * 100000)::int,
        's3://bench/' || m.id || '/' || g
-  FROM chat.messages m TABLESAMPLE BERNOULLI (3), generate_series(1, 2) g
+  FROM chat.messages m TABLESAMPLE BERNOULLI (%(attachment_percent)s) REPEATABLE (%(seed)s),
+       generate_series(1, 2) g
  WHERE g = 1 OR random() < 0.3;
 DROP TABLE bench_tp;
 DROP TABLE bench_tsize;
@@ -122,10 +144,26 @@ def set_session_keys(conn: Conn, writer: Key, readable: list[Key]) -> None:
         conn.execute("SELECT pg_catalog.set_config(%s, %s, false)", (name, value))
 
 
+def seed_session(conn: Conn, seed: int, salt: int) -> None:
+    """setseed() for this session: the same (seed, salt) draws the same random numbers."""
+    value = ((seed * 1_000_003 + salt) % 2_000_001) / 1_000_000.0 - 1.0  # in [-1, 1]
+    conn.execute("SELECT setseed(%s)", (value,))
+
+
 def _insert_messages(admin: DatabaseURL, scale: Scale, key: Key, lo: int, hi: int) -> None:
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
         set_session_keys(conn, key, [key])
-        conn.execute(_MESSAGES, {"threads": scale.threads, "lo": lo, "hi": hi})
+        seed_session(conn, scale.seed, lo)
+        conn.execute(
+            _MESSAGES,
+            {
+                "threads": scale.threads,
+                "lo": lo,
+                "hi": hi,
+                "hot": HOT_THREADS,
+                "hot_share": HOT_SHARE,
+            },
+        )
 
 
 def _chunks(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
@@ -138,27 +176,62 @@ def _chunks(lo: int, hi: int, parts: int) -> list[tuple[int, int]]:
 def generate(
     admin: DatabaseURL, scale: Scale, keyring: Keyring, say: Callable[[str], None]
 ) -> None:
-    """Fill the database: users, threads, participants, messages (old key, then active key)."""
-    old, active = keyring.readable_keys[1], keyring.active
+    """Fill the database: users, threads, participants, messages under the active key."""
+    key = keyring.active
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
-        for key in (old, active):
-            register(conn, key)
+        register(conn, key)
         conn.execute(_USERS, {"users": scale.users})
         conn.execute(_THREADS, {"threads": scale.threads})
-        run_script(conn, _PARTICIPANTS, {"users": scale.users, "threads": scale.threads})
+        seed_session(conn, scale.seed, 0)
+        run_script(
+            conn,
+            _PARTICIPANTS,
+            {"users": scale.users, "threads": scale.threads, "user_skew": USER_SKEW},
+        )
     say(f"{scale.users} users, {scale.threads} threads and their participants")
-    rotate_rows = min(scale.rotate_rows, scale.messages)
     # The trigger's pgcrypto work is CPU-bound and one INSERT uses one core: split the
-    # rows over `workers` connections.
-    jobs = [(old, lo, hi) for lo, hi in _chunks(1, rotate_rows, scale.workers)]
-    jobs += [(active, lo, hi) for lo, hi in _chunks(rotate_rows + 1, scale.messages, scale.workers)]
+    # rows over `workers` connections (each chunk seeded by its first message number).
+    jobs = _chunks(1, scale.messages, scale.workers)
     with ThreadPoolExecutor(max_workers=scale.workers) as pool:
-        for future in [pool.submit(_insert_messages, admin, scale, *job) for job in jobs]:
+        for future in [pool.submit(_insert_messages, admin, scale, key, *job) for job in jobs]:
             future.result()
-    say(f"{scale.messages} messages encrypted by the trigger ({rotate_rows} under the older key)")
+    say(f"{scale.messages} messages encrypted by the trigger")
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
-        run_script(conn, _FINISH)
+        seed_session(conn, scale.seed, -1)
+        run_script(conn, _FINISH, {"attachment_percent": ATTACHMENT_PERCENT, "seed": scale.seed})
         # VACUUM sets the visibility map, so counts use index-only scans as in a
         # long-running database; ANALYZE gives the planner the skew.
         conn.execute("VACUUM (ANALYZE)")
     say("last_message_at, read markers, attachments; VACUUM (ANALYZE)")
+
+
+_DESCRIBE = """
+WITH per_thread AS (SELECT thread_id, count(*) AS n FROM chat.messages GROUP BY thread_id),
+     per_user AS (SELECT user_id, count(*) AS n FROM chat.thread_participants GROUP BY user_id)
+SELECT (SELECT count(*) FROM chat.users),
+       (SELECT count(*) FROM chat.threads),
+       (SELECT count(*) FROM chat.messages),
+       (SELECT count(DISTINCT message_id) FROM chat.attachments),
+       (SELECT count(*) FROM per_thread WHERE n > 10000),
+       (SELECT COALESCE(array_agg(n ORDER BY n DESC), '{}') FROM
+          (SELECT n FROM per_thread ORDER BY n DESC LIMIT 10) top),
+       (SELECT COALESCE(max(n), 0) FROM per_user),
+       (SELECT COALESCE(percentile_disc(0.5) WITHIN GROUP (ORDER BY n), 0) FROM per_user)
+"""
+
+
+def describe(admin: DatabaseURL) -> dict[str, object]:
+    """What the generated chat holds: counts, attachments, the skew actually obtained."""
+    with connect(admin, autocommit=True, application_name="chatsec bench") as conn:
+        row: Any = conn.execute(_DESCRIBE).fetchone()
+    users, threads, messages, attached, over_10k, top, heaviest, median = row
+    return {
+        "users": int(users),
+        "threads": int(threads),
+        "messages": int(messages),
+        "messages_with_attachments_pct": round(100.0 * int(attached) / max(int(messages), 1), 2),
+        "threads_over_10k_messages": int(over_10k),
+        "busiest_threads_messages": [int(n) for n in top],
+        "heaviest_user_threads": int(heaviest),
+        "median_user_threads": int(median),
+    }

@@ -7,12 +7,20 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from chatsec.bench import measure
-from chatsec.bench.generate import Scale, generate
+from chatsec.bench.decrypt import decrypt_cost
+from chatsec.bench.engines import Engines
+from chatsec.bench.floor import create_plain_copy, drop_plain_copy
+from chatsec.bench.generate import Scale, describe, generate
+from chatsec.bench.insert import insert_cost
+from chatsec.bench.ops import audit_time, deploy_time
+from chatsec.bench.pairs import explain_heaviest, run_pairs
+from chatsec.bench.rotation import rotation_cost
+from chatsec.bench.sample import sample_users
+from chatsec.bench.session import session_reset
 from chatsec.bench.target import Logins, create_database, drop_database
 from chatsec.db.connect import connect
 from chatsec.errors import ChatsecError
@@ -25,10 +33,18 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class BenchConfig:
     scale: Scale = field(default_factory=Scale)
-    repeat: int = 20
+    users_sampled: int = 30
+    repeat: int = 20  # timed runs per user and side (chatsec's queries), and elsewhere
+    design_repeat: int = 5  # timed runs per user and side of the design's texts
+    warmup: int = 2  # untimed rounds per user before the timed ones
+    decrypt_rows: int = 2_000
     insert_batch: int = 500
     rotate_batch: int = 500
+    idle_seconds: float = 2.0  # the app's inserts timed before the rotation starts
+    command_runs: int = 3  # chatsec audit / chatsec deploy
+    explain: bool = False
     keep: bool = False
+    quick: bool = False
 
     def check(self) -> None:
         s = self.scale
@@ -36,11 +52,47 @@ class BenchConfig:
             ("--users", s.users, 2),
             ("--threads", s.threads, 1),
             ("--messages", s.messages, 10),
+            ("--users-sampled", self.users_sampled, 1),
             ("--repeat", self.repeat, 1),
+            ("--design-repeat", self.design_repeat, 1),
+            ("--warmup", self.warmup, 0),
             ("--batch", self.insert_batch, 1),
+            ("--rotate-batch", self.rotate_batch, 1),
         ):
             if value < low:
                 raise ChatsecError(f"{name} must be at least {low}, not {value}")
+        if self.users_sampled > s.users:
+            raise ChatsecError(
+                f"--users-sampled ({self.users_sampled}) cannot exceed --users ({s.users})"
+            )
+
+
+FULL = BenchConfig()
+# CI smoke: every figure, in seconds, no meaning in the numbers.
+QUICK = BenchConfig(
+    Scale(users=60, threads=80, messages=3_000),
+    users_sampled=8,
+    repeat=3,
+    design_repeat=2,
+    warmup=1,
+    decrypt_rows=200,
+    insert_batch=100,
+    rotate_batch=250,
+    idle_seconds=0.3,
+    command_runs=1,
+    quick=True,
+)
+
+
+def preset(quick: bool, **given: Any) -> BenchConfig:
+    """FULL or QUICK, with every option given (not None) in place of the preset's."""
+    base = QUICK if quick else FULL
+    scale = replace(
+        base.scale,
+        **{k: v for k, v in given.items() if k in Scale.__dataclass_fields__ and v is not None},
+    )
+    rest = {k: v for k, v in given.items() if k not in Scale.__dataclass_fields__ and v is not None}
+    return replace(base, scale=scale, **rest)
 
 
 def cpu_model() -> str:
@@ -69,57 +121,88 @@ def run_bench(logins: Logins, config: BenchConfig, say: Say) -> dict[str, Any]:
             drop_database(logins, name)
 
 
+def _environment(db: Logins, name: str) -> dict[str, Any]:
+    settings = ("server_version", "shared_buffers", "jit", "jit_above_cost", "work_mem")
+    values: dict[str, str] = {}
+    with connect(db.admin, autocommit=True, application_name="chatsec bench") as conn:
+        for setting in settings:
+            row: Any = conn.execute(f"SHOW {setting}").fetchone()
+            values[setting] = str(row[0])
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "database": name, **values}
+
+
 def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dict[str, Any]:
     started = time.perf_counter()
     runner.deploy(db.migrator)
-    # A throwaway keyring: the older key encrypts the rows the rotation rewrites.
     keyring = Keyring.empty(tmp / "keyring.json")
-    keyring.generate()
     keyring.generate()
     keyring.save()
     t0 = time.perf_counter()
     generate(db.admin, config.scale, keyring, say)
     generate_s = time.perf_counter() - t0
-    with connect(db.admin, autocommit=True, application_name="chatsec bench") as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    subject = measure.pick_subject(db)
+    data = describe(db.admin)
+    sample = sample_users(db.admin, config.users_sampled, config.scale.seed)
+    heavy = sample.heaviest
     say(
-        f"subject: a user in {subject.threads} threads; thread of {subject.thread_messages} messages"
+        f"{len(sample.users)} users sampled; the heaviest in {heavy.threads} threads, "
+        f"busiest {heavy.thread_messages} messages"
     )
-    engines = measure.Engines(db, keyring)
+    engines = Engines(db, keyring)
     results: dict[str, Any] = {}
+    plans: dict[str, str] = {}
+    copy_s = 0.0
     try:
-        say("RLS overhead")
-        results["rls_overhead"] = measure.rls_overhead(engines, subject, config.repeat)
-        say("Message History latency")
-        results["message_history"] = measure.history_latency(engines, subject, config.repeat)
-        say("pooled session reset")
-        results["session_reset"] = measure.session_reset(db, engines, subject, config.repeat)
-        plans = measure.explain_plans(engines, subject)
-        say("encryption write cost")
-        results["encryption_write"] = measure.write_cost(
-            db, engines, subject, config.repeat, config.insert_batch
+        results["rls"] = run_pairs(
+            engines, sample, config.repeat, config.design_repeat, config.warmup, say
         )
-        say("rotation")
-        results["rotation"] = measure.rotation(db, engines, subject, keyring, config.rotate_batch)
+        if config.explain:
+            say("plans (EXPLAIN ANALYZE, BUFFERS) for the heaviest user")
+            plans = explain_heaviest(engines, sample)
+        say("decryption per row")
+        results["decrypt"] = decrypt_cost(
+            engines, heavy.user_id, config.decrypt_rows, config.repeat, config.scale.seed
+        )
+        say("pooled session reset")
+        results["session_reset"] = session_reset(db, engines, heavy, config.repeat)
+        say("plain copy of chat.messages (the write floors)")
+        copy_s = create_plain_copy(db)
+        try:
+            say("encrypted vs plaintext insert")
+            results["insert"] = insert_cost(engines, heavy, config.insert_batch, config.repeat)
+            say("rotation of the whole table, the floor in lockstep")
+            results["rotation"] = rotation_cost(
+                db, keyring, heavy, config.rotate_batch, config.idle_seconds
+            )
+        finally:
+            drop_plain_copy(db)
     finally:
         engines.dispose()
     say("chatsec audit")
-    results["audit"] = measure.audit_time(db, keyring.path, config.repeat)
+    results["audit"] = audit_time(db, keyring.path, config.command_runs)
     say("chatsec deploy")
-    results["deploy"] = measure.deploy_time(db, config.repeat)
-    return {
-        "environment": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "postgresql": str(row[0]) if row else "unknown",
-            "database": name,
+    results["deploy"] = deploy_time(db, config.command_runs)
+    found = [c for section in _sections(results) for c in section.get("checks", [])]
+    report: dict[str, Any] = {
+        "environment": _environment(db, name),
+        "config": {
+            **{k: v for k, v in asdict(config).items() if k not in ("scale", "keep", "explain")},
+            "scale": asdict(config.scale),
         },
-        "scale": asdict(config.scale),
-        "repeat": config.repeat,
-        "subject": {"user_threads": subject.threads, "thread_messages": subject.thread_messages},
-        "generate_seconds": round(generate_s, 2),
-        "total_seconds": round(time.perf_counter() - started, 2),
+        "data": data,
+        "sample": sample.to_json(),
         "results": results,
-        "plans": plans,
+        "checks": found,
+        "all_met": all(c["met"] for c in found),
+        "seconds": {
+            "generate": round(generate_s, 2),
+            "plain_copy": round(copy_s, 2),
+            "total": round(time.perf_counter() - started, 2),
+        },
     }
+    if config.explain:
+        report["plans"] = plans
+    return report
+
+
+def _sections(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*results["rls"].values(), *(v for k, v in results.items() if k != "rls")]

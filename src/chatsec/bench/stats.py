@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,11 @@ class Summary:
 
     def to_json(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def num(value: float, digits: int = 4) -> float | None:
+    """Rounded for the JSON report; None for a value that is not finite (JSON has no inf)."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -57,3 +63,32 @@ def time_ms(fn: Callable[[], object], repeat: int, warmup: int = 1) -> Summary:
         fn()
         samples.append((time.perf_counter() - start) * 1000.0)
     return summarize(samples)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure over many users (each user's own median): p10, median, p90, extremes."""
+
+    p10: float
+    median: float
+    p90: float
+    min: float
+    max: float
+    n: int
+
+    def to_json(self, digits: int = 4) -> dict[str, float | int]:
+        return {
+            k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()
+        }
+
+
+def spread(values: list[float]) -> Spread:
+    ordered = sorted(values)
+    return Spread(
+        p10=quantile(ordered, 0.10),
+        median=statistics.median(ordered),
+        p90=quantile(ordered, 0.90),
+        min=ordered[0],
+        max=ordered[-1],
+        n=len(ordered),
+    )

@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from chatsec.bench.generate import Scale
 from chatsec.bench.report import print_text, to_json
-from chatsec.bench.run import BenchConfig, run_bench
+from chatsec.bench.run import FULL, QUICK, preset, run_bench
 from chatsec.bench.target import Logins, sandbox_logins
 from chatsec.cli.options import DEFAULT_SANDBOX_DIR as DEFAULT_DIR
 from chatsec.db.url import DatabaseURL
@@ -35,22 +34,70 @@ def _logins(
     )
 
 
+def _default(name: str) -> str:
+    full, quick = getattr(FULL, name, None), getattr(QUICK, name, None)
+    if full is None:
+        full, quick = getattr(FULL.scale, name), getattr(QUICK.scale, name)
+    return f"default {full:,}; --quick {quick:,}"
+
+
 @click.command()
-@click.option("--users", default=Scale.users, show_default=True, type=int)
-@click.option("--threads", default=Scale.threads, show_default=True, type=int)
-@click.option("--messages", default=Scale.messages, show_default=True, type=int)
+@click.option("--quick", is_flag=True, help="Small scale and few repeats: a smoke run for CI.")
+@click.option("--users", type=int, default=None, help=f"Generated users ({_default('users')}).")
 @click.option(
-    "--rotate-rows",
-    default=Scale.rotate_rows,
-    show_default=True,
-    type=int,
-    help="Messages written under an older key, re-encrypted by the rotation run.",
+    "--threads", type=int, default=None, help=f"Generated threads ({_default('threads')})."
 )
-@click.option("--repeat", default=20, show_default=True, type=int, help="Timed runs per figure.")
+@click.option(
+    "--messages", type=int, default=None, help=f"Generated messages ({_default('messages')})."
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed of the generated chat and of the user sample (1)."
+)
+@click.option(
+    "--users-sampled",
+    type=int,
+    default=None,
+    help=f"Users timed, the heaviest always among them ({_default('users_sampled')}).",
+)
+@click.option(
+    "--repeat",
+    type=int,
+    default=None,
+    help=f"Timed runs per user and side, and of every other figure ({_default('repeat')}).",
+)
+@click.option(
+    "--design-repeat",
+    type=int,
+    default=None,
+    help=f"Timed runs per user and side of the design's texts ({_default('design_repeat')}).",
+)
+@click.option(
+    "--warmup",
+    type=int,
+    default=None,
+    help=f"Untimed rounds per user before the timed ones ({_default('warmup')}).",
+)
+@click.option(
+    "--batch",
+    "insert_batch",
+    type=int,
+    default=None,
+    help=f"Rows per insert batch ({_default('insert_batch')}).",
+)
+@click.option(
+    "--rotate-batch",
+    type=int,
+    default=None,
+    help=f"Rows per rotation batch, floor alike ({_default('rotate_batch')}).",
+)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@click.option("--explain", is_flag=True, help="Print the EXPLAIN (ANALYZE, BUFFERS) plans.")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Add EXPLAIN (ANALYZE, BUFFERS) of every query for the heaviest user.",
+)
 @click.option("--keep", is_flag=True, help="Keep the bench database afterwards.")
 @click.option(
     "--dir",
@@ -70,11 +117,7 @@ def _logins(
 )
 @click.option("--audit-url", metavar="URL", default=None, help="Auditor login, for the audit time.")
 def bench(
-    users: int,
-    threads: int,
-    messages: int,
-    rotate_rows: int,
-    repeat: int,
+    quick: bool,
     fmt: str,
     explain: bool,
     keep: bool,
@@ -83,13 +126,19 @@ def bench(
     app_url: str | None,
     admin_url: str | None,
     audit_url: str | None,
+    **sizes: int | None,
 ) -> None:
     """Generate a chat in a dedicated database and measure what RLS and encryption cost.
 
+    Every comparison is interleaved run by run in this one run: chatsec's Thread List
+    and Message History, and the design's literal texts, as the app login under RLS
+    against the superuser, per sampled user (p10 / median / p90 over users, the
+    heaviest user separately); decryption per row; encrypted against plaintext
+    inserts; a rotation of the whole table against a no-crypto rewrite of every row.
     Without URLs it uses (and starts) the sandbox in --dir. The database is dropped
     at the end unless --keep.
     """
-    config = BenchConfig(Scale(users, threads, messages, rotate_rows), repeat, keep=keep)
+    config = preset(quick, explain=explain, keep=keep, **sizes)
     config.check()
     logins = _logins(directory, database_url, app_url, admin_url, audit_url)
     err = Console(stderr=True)
@@ -101,9 +150,9 @@ def bench(
 
         report = run_bench(logins, config, say)
     if fmt == "json":
-        click.echo(to_json(report, explain))
+        click.echo(to_json(report))
     else:
-        print_text(report, explain, Console())
+        print_text(report, Console())
 
 
 COMMANDS = [bench]

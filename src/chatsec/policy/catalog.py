@@ -242,12 +242,13 @@ def _read_functions(conn: Conn, schemas: list[str], live: SecurityState) -> None
         """,
         (schemas,),
     )
-    for ident, returns, lang, vol, definer, config, src, definition, owner in conn.execute(
+    for ident, returns, lang, vol, definer, config, src, definition, owner, rows in conn.execute(
         """
         SELECT p.oid::pg_catalog.regprocedure::text,
                pg_catalog.pg_get_function_result(p.oid), l.lanname, p.provolatile,
                p.prosecdef, p.proconfig, p.prosrc, pg_catalog.pg_get_functiondef(p.oid),
-               pg_catalog.pg_get_userbyid(p.proowner)
+               pg_catalog.pg_get_userbyid(p.proowner),
+               CASE WHEN p.proretset THEN p.prorows END
           FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -276,6 +277,7 @@ def _read_functions(conn: Conn, schemas: list[str], live: SecurityState) -> None
             ),
             owner=str(owner),
             definition=str(definition),
+            rows=None if rows is None else round(float(str(rows))),
         )
 
 

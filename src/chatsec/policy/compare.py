@@ -244,6 +244,8 @@ def _function_differences(want: FunctionSpec, have: FunctionSpec) -> list[str]:
         diffs.append("SECURITY DEFINER" if have.security_definer else "SECURITY INVOKER")
     if want.search_path != have.search_path:
         diffs.append(f"search_path {have.search_path!r}, declared {want.search_path!r}")
+    if want.rows != have.rows:
+        diffs.append(f"ROWS {have.rows}, declared {want.rows}")
     if _body(want.body) != _body(have.body):
         diffs.append("body differs")
     return diffs

@@ -14,6 +14,7 @@ from chatsec.policy.model import (
     COMMANDS,
     DATABASE_PRIVILEGES,
     DEFAULT_ACL_TYPES,
+    DEFAULT_FUNCTION_ROWS,
     OWNER_ROLE,
     ROLE_ATTRIBUTES,
     TABLE_PRIVILEGES,
@@ -221,7 +222,7 @@ def _load_functions(f: _File, state: SecurityState) -> None:
     for key, raw in f.table(f.data.get("functions"), "functions").items():
         where = f"functions.{key}"
         spec = f.table(raw, where)
-        f.check_keys(spec, where, keys | {"owner"})
+        f.check_keys(spec, where, keys | {"owner", "rows"})
         missing = sorted(keys - set(spec))
         if missing:
             raise f.fail(where, f"missing {', '.join(missing)}")
@@ -242,11 +243,12 @@ def _load_functions(f: _File, state: SecurityState) -> None:
         volatility = f.string(spec["volatility"], f"{where}.volatility").lower()
         if volatility not in {"volatile", "stable", "immutable"}:
             raise f.fail(where, "volatility must be volatile, stable or immutable")
+        returns = f.string(spec["returns"], f"{where}.returns")
         state.functions[identity] = FunctionSpec(
             key=key,
             signature=signature,
             identity=identity,
-            returns=f.string(spec["returns"], f"{where}.returns"),
+            returns=returns,
             language=f.string(spec["language"], f"{where}.language"),
             volatility=volatility,
             security_definer=f.boolean(spec["security_definer"], f"{where}.security_definer"),
@@ -254,7 +256,21 @@ def _load_functions(f: _File, state: SecurityState) -> None:
             body=f.string(spec["body"], f"{where}.body"),
             execute=f.names(spec["execute"], f"{where}.execute"),
             owner=f.string(spec.get("owner", OWNER_ROLE), f"{where}.owner"),
+            rows=_rows(f, spec, where, returns),
         )
+
+
+def _rows(f: _File, spec: dict[str, object], where: str, returns: str) -> int | None:
+    """ROWS: the planner's estimate for a set-returning function; 1000 when not declared."""
+    set_returning = returns.lstrip().upper().startswith(("SETOF ", "TABLE("))
+    if "rows" not in spec:
+        return DEFAULT_FUNCTION_ROWS if set_returning else None
+    rows = spec["rows"]
+    if not set_returning:
+        raise f.fail(where, "rows applies only to a set-returning function (SETOF or TABLE)")
+    if type(rows) is not int or rows < 1:
+        raise f.fail(where, f"rows must be a positive integer, not {rows!r}")
+    return rows
 
 
 def _load_table(f: _File, state: SecurityState) -> None:

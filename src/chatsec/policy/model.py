@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 PUBLIC = "PUBLIC"
 # The role that owns the chat schemas and tables; objects owned by another role say so.
 OWNER_ROLE = "chat_owner"
+# PostgreSQL's row estimate for a set-returning function declared without ROWS.
+DEFAULT_FUNCTION_ROWS = 1000
 ROLE_ATTRIBUTES = (
     "login",
     "superuser",
@@ -101,6 +103,8 @@ class FunctionSpec:
     owner: str = OWNER_ROLE
     # For live functions: pg_get_functiondef(), to restore the exact old definition.
     definition: str | None = None
+    # The planner's row estimate for a set-returning function (ROWS); None: not one.
+    rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ def create_function(fn: FunctionSpec, replace: bool = False) -> str:
         f"  {fn.volatility.upper()}",
     ]
     lines.append("  SECURITY DEFINER" if fn.security_definer else "  SECURITY INVOKER")
+    if fn.rows is not None:
+        lines.append(f"  ROWS {fn.rows}")
     if fn.search_path is not None:
         lines.append(
             f"  SET search_path = {literal(fn.search_path) if fn.search_path == '' else fn.search_path}"
