@@ -11,6 +11,7 @@ from typing import Any
 
 from chatsec.audit.api import audit
 from chatsec.audit.runner import AuditReport
+from chatsec.identity import IDENTITY_KEYRING_ENV
 from chatsec.sandbox import Sandbox
 
 
@@ -23,7 +24,9 @@ def result(report: AuditReport, check_id: str) -> Any:
 
 
 def run_audit(db: Any, probe: bool = False, **kwargs: Any) -> AuditReport:
-    """An audit as the sandbox's auditor login, probes (as the app login) off unless asked."""
+    """An audit as the sandbox's auditor login, probes (as the app login) off unless asked,
+    with the session's identity keyring (as `chatsec audit` finds it in the environment)."""
+    kwargs.setdefault("identity_keyring", Path(os.environ[IDENTITY_KEYRING_ENV]))
     return audit(db.auditor, app_url=db.app, probe=probe, **kwargs)
 
 

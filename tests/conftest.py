@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from chatsec.db.url import DatabaseURL
+from chatsec.identity import IDENTITY_KEYRING_ENV, Signer
+from chatsec.identity.manage import register_identity_keys
+from chatsec.keys.keyring import Keyring
 from chatsec.migrate import runner
 from chatsec.sandbox import Sandbox
 from tests.chat_fixtures import SeededChat, seed_chat
@@ -79,11 +86,51 @@ def empty_db(sandbox: Sandbox) -> Iterator[ChatDB]:
     sandbox.drop_database(db.name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def identity_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyring]:
+    """The session's identity keyring, where chatsec.app finds it: $CHATSEC_IDENTITY_KEYRING.
+
+    Every engine create_app_engine() makes signs its transactions with it; databases
+    copied from the head template have its key registered (register_identity).
+    """
+    keyring = Keyring.empty(tmp_path_factory.mktemp("identity") / "identity-keyring.json")
+    keyring.generate()
+    keyring.save()
+    before = os.environ.get(IDENTITY_KEYRING_ENV)
+    os.environ[IDENTITY_KEYRING_ENV] = str(keyring.path)
+    yield keyring
+    if before is None:
+        os.environ.pop(IDENTITY_KEYRING_ENV, None)
+    else:
+        os.environ[IDENTITY_KEYRING_ENV] = before
+
+
+def identity_token(user: uuid.UUID | None) -> str:
+    """A fresh signed identity token for `user` from the session's identity keyring ('' for None):
+    what a test on a raw app-login connection sets as app.identity."""
+    if user is None:
+        return ""
+    return Signer.load().token(user)
+
+
+def set_identity(conn: psycopg.Connection[Any], user: uuid.UUID | None) -> None:
+    """Act as `user` for the rest of the transaction, as chatsec.app does (None: nobody)."""
+    conn.execute("SELECT pg_catalog.set_config('app.identity', %s, true)", (identity_token(user),))
+
+
+def register_identity(url: DatabaseURL) -> None:
+    """Register the session's identity key in a database deployed to head (0011 or later)."""
+    path = os.environ[IDENTITY_KEYRING_ENV]
+    register_identity_keys(Keyring.load(Path(path)), url)
+
+
 @pytest.fixture(scope="session")
-def head_template(sandbox: Sandbox) -> str:
+def head_template(sandbox: Sandbox, identity_keyring: Keyring) -> str:
     """A database deployed to head once, copied by `deployed_db` (CREATE DATABASE ... TEMPLATE)."""
     sandbox.create_database(TEMPLATE)
-    runner.deploy(DatabaseURL.parse(sandbox.url_for("migrator", TEMPLATE)))
+    url = DatabaseURL.parse(sandbox.url_for("migrator", TEMPLATE))
+    runner.deploy(url)
+    register_identity(url)
     return TEMPLATE
 
 

@@ -35,7 +35,7 @@ DETECTORS = [
     CREATE FUNCTION pg_temp.spy(v anyelement) RETURNS boolean LANGUAGE plpgsql AS $$
     BEGIN
       RAISE NOTICE '{SPY_MARK} in a transaction of %',
-        coalesce(current_setting('app.user_id', true), '<nobody>');
+        coalesce(current_setting('app.identity', true), '<nobody>');
       RETURN true;
     END $$
     """,

@@ -30,7 +30,7 @@ from tests.audit_support import (
     run_audit,
     write_server_file,
 )
-from tests.conftest import ChatDB, scratch_sandbox
+from tests.conftest import ChatDB, register_identity, scratch_sandbox
 
 NEW_CHECKS = (
     "create-privileges",
@@ -382,6 +382,7 @@ def scratch() -> Iterator[Sandbox]:
 @pytest.fixture(scope="module")
 def scratch_db(scratch: Sandbox) -> ChatDB:
     runner.deploy(DatabaseURL.parse(scratch.url_for("migrator")))
+    register_identity(DatabaseURL.parse(scratch.url_for("migrator")))
     return ChatDB("chat", scratch)
 
 

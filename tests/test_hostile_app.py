@@ -22,7 +22,7 @@ from chatsec.keys.keyring import Keyring
 from chatsec.migrate import runner
 from chatsec.queries import message_history, thread_list
 from tests.chat_fixtures import TEST_KEY, SeededChat, prepare_writer
-from tests.conftest import ChatDB
+from tests.conftest import ChatDB, identity_token, set_identity
 from tests.hostile_support import (
     ESCAPE_MARK,
     SPY_MARK,
@@ -34,10 +34,7 @@ from tests.hostile_support import (
 
 
 def _act(conn: Conn, user: uuid.UUID | None) -> None:
-    conn.execute(
-        "SELECT pg_catalog.set_config('app.user_id', %s, true)",
-        ("" if user is None else str(user),),
-    )
+    set_identity(conn, user)
     prepare_writer(conn)
 
 
@@ -281,7 +278,8 @@ def test_session_settings_never_reach_the_next_request(
         for name, (evil, _) in PINNED.items():
             conn.execute(sa.text(f"SET {name} = {evil}"))
         conn.execute(sa.text("SET row_security = off"))
-        conn.execute(sa.text("SELECT set_config('app.user_id', :u, false)"), {"u": str(chat.bob)})
+        token = identity_token(chat.bob)
+        conn.execute(sa.text("SELECT set_config('app.identity', :t, false)"), {"t": token})
         conn.execute(sa.text("LISTEN chatsec_stash"))
         conn.execute(sa.text("SELECT pg_advisory_lock(42)"))
     with user_transaction(one_connection, chat.carol) as conn:

@@ -15,7 +15,7 @@ import pytest
 
 from chatsec.db.connect import connect
 from tests.chat_fixtures import SeededChat, prepare_writer
-from tests.conftest import ChatDB
+from tests.conftest import ChatDB, set_identity
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -430,8 +430,7 @@ CASES = [
 
 
 def _act(conn: Conn, actor: str | None, params: dict[str, object]) -> None:
-    value = "" if actor is None else str(params[actor])
-    conn.execute("SELECT set_config('app.user_id', %s, true)", (value,))
+    set_identity(conn, None if actor is None else params[actor])  # type: ignore[arg-type]
     prepare_writer(conn)
 
 

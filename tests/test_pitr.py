@@ -18,7 +18,7 @@ from chatsec.errors import ChatsecError
 from chatsec.migrate import runner
 from chatsec.ops.pitr import parse_target_time, recover
 from chatsec.sandbox import Sandbox
-from tests.conftest import ChatDB, scratch_sandbox
+from tests.conftest import ChatDB, register_identity, scratch_sandbox
 from tests.encryption_support import Chat, decrypted_contents, make_chat
 
 ARMOR = "-----BEGIN PGP MESSAGE-----"
@@ -61,6 +61,7 @@ def test_recovery_to_a_time_finds_exactly_the_earlier_messages_still_encrypted(
 ) -> None:
     db = ChatDB("chat", archiving)
     runner.deploy(db.migrator)
+    register_identity(db.migrator)
     base = archiving.base_backup(archiving.directory / "base")
     chat = make_chat(db, tmp_path / "keyring.json")
     first = [f"before the target {i}" for i in range(3)]

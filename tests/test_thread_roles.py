@@ -15,7 +15,7 @@ import pytest
 
 from chatsec.db.connect import connect
 from tests.chat_fixtures import SeededChat, seed_chat
-from tests.conftest import ChatDB
+from tests.conftest import ChatDB, set_identity
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -40,7 +40,7 @@ def app_pair(deployed_db: ChatDB) -> Iterator[tuple[Conn, Conn]]:
 
 
 def _as(conn: Conn, user: uuid.UUID) -> None:
-    conn.execute("SELECT set_config('app.user_id', %s, true)", (str(user),))
+    set_identity(conn, user)
 
 
 def _leave(conn: Conn, user: uuid.UUID, thread: uuid.UUID) -> None:

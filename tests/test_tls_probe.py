@@ -40,7 +40,7 @@ from chatsec.sandbox import Sandbox
 from chatsec.tls.certs import make_ca
 from chatsec.tls.verify import verify_server
 from tests.audit_support import result
-from tests.conftest import scratch_sandbox
+from tests.conftest import register_identity, scratch_sandbox
 
 SAFE_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 AUDIT_CHECKS = ["tls-cipher-suites", "tls-cipher-settings"]
@@ -54,6 +54,7 @@ def box() -> Iterator[Sandbox]:
     sandbox = next(sandboxes)
     try:
         runner.deploy(DatabaseURL.parse(sandbox.url_for("migrator")))
+        register_identity(DatabaseURL.parse(sandbox.url_for("migrator")))
         yield sandbox
     finally:
         sandboxes.close()  # stops the server and removes its directory

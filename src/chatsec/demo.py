@@ -13,10 +13,12 @@ from chatsec.app.chat import add_participant, create_thread, post_message, regis
 from chatsec.audit.api import audit
 from chatsec.audit.report import render
 from chatsec.db.url import DatabaseURL
+from chatsec.identity import Signer
+from chatsec.identity.manage import generate_identity_key, register_identity_keys
 from chatsec.keys.keyring import Keyring, passphrase_from_env
 from chatsec.keys.manage import generate_key, register_keys
 from chatsec.migrate import runner
-from chatsec.sandbox import Sandbox
+from chatsec.sandbox import IDENTITY_KEYRING_FILE, KEYRING_FILE, Sandbox
 
 SAMPLE_USERS = ("alice", "bob", "carol")
 
@@ -31,13 +33,22 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> int:
     runner.deploy(migrator)
     state = runner.status(migrator)
     say(f"2. deployed the chat schema and policies: revision {', '.join(state.current)}")
-    keyring = Keyring.load_or_empty(box.directory / "keyring.json", passphrase_from_env())
+    keyring = Keyring.load_or_empty(box.directory / KEYRING_FILE, passphrase_from_env())
     if not keyring.keys:
         generate_key(keyring, migrator)
     else:
         register_keys(keyring, migrator)
     say(f"   keyring {keyring.path} (mode 0600), active key {keyring.active.id}")
-    engine = create_app_engine(urls["app"])
+    identity = Keyring.load_or_empty(box.directory / IDENTITY_KEYRING_FILE, passphrase_from_env())
+    if not identity.keys:
+        generate_identity_key(identity, migrator)
+    else:
+        register_identity_keys(identity, migrator)
+    say(
+        f"   identity keyring {identity.path}: the application signs who acts "
+        f"with key {identity.active.id}, the database verifies it"
+    )
+    engine = create_app_engine(urls["app"], identity=Signer(identity))
     try:
         ids = {name: uuid.uuid4() for name in SAMPLE_USERS}
         for name, uid in ids.items():
@@ -76,6 +87,7 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> int:
         DatabaseURL.parse(urls["auditor"]),
         app_url=DatabaseURL.parse(urls["app"]),
         keyring=keyring.path,
+        identity_keyring=identity.path,
     )
     say(render(report, "text", "error", color=False).rstrip("\n"))
     return report.exit_code("error")

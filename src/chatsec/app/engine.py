@@ -23,11 +23,16 @@ from chatsec.app.pool import (
 )
 from chatsec.db.connect import require_verified_tls
 from chatsec.db.url import resolve_url
+from chatsec.errors import ChatsecError
+from chatsec.identity import IDENTITY_KEYRING_ENV, Signer
 
 APP_URL_ENV = "CHATSEC_APP_DATABASE_URL"
 REAPER_THREAD_NAME = "chatsec-idle-reaper"
 
 log = logging.getLogger("chatsec.app")
+
+# Each engine's identity signer, without keeping an engine alive.
+_SIGNERS: weakref.WeakKeyDictionary[sa.Engine, Signer] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,13 @@ def create_app_engine(
     *,
     pool: PoolSettings | None = None,
     allow_insecure: bool = False,
+    identity: Signer | None = None,
     **engine_kwargs: object,
 ) -> sa.Engine:
     """An engine for a login that is a member of app_user.
+
+    `identity` signs each transaction's identity (chatsec.identity.Signer; default: the
+    identity keyring at $CHATSEC_IDENTITY_KEYRING, loaded once here).
 
     Refuses any sslmode below verify-full unless `allow_insecure` is set (or
     CHATSEC_ALLOW_INSECURE_TLS=1). Connections use search_path `chat`, so the
@@ -116,7 +125,21 @@ def create_app_engine(
     # reset uses it (listeners run in the order they are added).
     _close_when_idle(engine, settings.idle_seconds)
     _reset_on_checkout(engine, pinned)
+    signer = identity or Signer.from_env()
+    if signer is not None:
+        _SIGNERS[engine] = signer
     return engine
+
+
+def engine_signer(engine: sa.Engine) -> Signer:
+    """The identity signer `engine` was created with; an error if it has none."""
+    signer = _SIGNERS.get(engine)
+    if signer is None:
+        raise ChatsecError(
+            "this engine has no identity keyring: pass identity=Signer.load(path) to "
+            f"create_app_engine or set {IDENTITY_KEYRING_ENV} (docs/identity.md)"
+        )
+    return signer
 
 
 def _driver(dbapi_connection: Any) -> psycopg.Connection[Any]:

@@ -8,7 +8,9 @@ from uuid import UUID
 
 import sqlalchemy as sa
 
+from chatsec.app.engine import engine_signer
 from chatsec.errors import ChatsecError
+from chatsec.identity import Signer
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.transaction import IDENTITY_ONLY, TRANSACTION_SETTINGS, transaction_parameters
 
@@ -24,9 +26,18 @@ def set_local(conn: sa.Connection, name: str, value: str) -> None:
 
 @contextmanager
 def user_transaction(
-    engine: sa.Engine, user_id: UUID | str, keyring: Keyring | None = None
+    engine: sa.Engine,
+    user_id: UUID | str,
+    keyring: Keyring | None = None,
+    *,
+    identity: Signer | None = None,
 ) -> Iterator[sa.Connection]:
     """A transaction acting for `user_id`: committed on success, rolled back on error.
+
+    The identity is a token signed for this user with the identity keyring (`identity`,
+    else the engine's: create_app_engine(identity=...) or $CHATSEC_IDENTITY_KEYRING),
+    valid for statements that start within its lifetime; the database verifies it
+    (docs/identity.md). No identity keyring is an error, never an anonymous transaction.
 
     With a keyring, messages written are encrypted with its active key and
     chat.messages_decrypted reads with its readable keys that the registry still reads
@@ -39,7 +50,9 @@ def user_transaction(
         uid = UUID(str(user_id))
     except ValueError:
         raise ChatsecError(f"not a user id (UUID expected): {user_id!r}") from None
+    signer = identity or engine_signer(engine)
+    token = signer.token(uid)
     with engine.begin() as conn:
         statement = IDENTITY_ONLY if keyring is None else TRANSACTION_SETTINGS
-        conn.exec_driver_sql(statement, transaction_parameters(uid, keyring))
+        conn.exec_driver_sql(statement, transaction_parameters(token, keyring))
         yield conn

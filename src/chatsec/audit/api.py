@@ -22,6 +22,7 @@ def audit(
     check_ids: Iterable[str] | None = None,
     probe: bool = True,
     keyring: Path | None = None,
+    identity_keyring: Path | None = None,
     allowlist: Sequence[AllowEntry] = (),
 ) -> AuditReport:
     """Run the selected checks (all by default); bad input raises ChatsecError (exit 2).
@@ -32,7 +33,9 @@ def audit(
     declared = load_policies(policies)
     # Autocommit: the runner opens (and rolls back) one transaction per check itself.
     with connect(url, autocommit=True, application_name="chatsec audit") as conn:
-        ctx = AuditContext(conn, url, declared, ProbeConfig(probe, app_url, keyring))
+        ctx = AuditContext(
+            conn, url, declared, ProbeConfig(probe, app_url, keyring, identity_keyring)
+        )
         report = run_audit(ctx, checks)
     # After the run, in one place: the checks never see the allowlist.
     apply_allowlist(report, allowlist)

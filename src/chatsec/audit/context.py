@@ -24,11 +24,12 @@ MESSAGES_TABLE = "chat.messages"
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """The behavioural probes: on or off, the application login, and an optional keyring."""
+    """The behavioural probes: on or off, the application login, optional keyrings."""
 
     enabled: bool = True
     app_url: DatabaseURL | None = None
     keyring: Path | None = None  # for probe messages when the encryption trigger is deployed
+    identity_keyring: Path | None = None  # to sign the probe users' identities (0011 on)
 
 
 @dataclass

@@ -7,6 +7,7 @@ leaves no row behind; its users and threads have random ids and .invalid emails.
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import psycopg
 
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
+from chatsec.identity import Signer, mint
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -42,12 +44,35 @@ def _denied(conn: Conn, statement: str, params: tuple[object, ...]) -> tuple[boo
     return rows == 0 and statement.lstrip().upper().startswith("UPDATE"), f"{rows} row(s)"
 
 
+def signed_identity(conn: Conn) -> bool:
+    """Revision 0011 or later: the identity is a signed token, not a bare setting."""
+    row = conn.execute("SELECT pg_catalog.to_regclass('chat.identity_keys') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _signer(identity_keyring: Path) -> Signer:
+    return Signer.load(identity_keyring)
+
+
+def set_identity(conn: Conn, token: str) -> None:
+    conn.execute("SELECT pg_catalog.set_config('app.identity', %s, true)", (token,))
+
+
+def current_identity(conn: Conn) -> object:
+    row = conn.execute("SELECT chat.current_user_id()").fetchone()
+    return row[0] if row else None
+
+
 class _Actor:
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, signer: Signer | None) -> None:
         self.conn = conn
+        self.signer = signer
 
     def act_as(self, user: UUID) -> None:
-        # Transaction-local, exactly as chatsec.app does it.
+        # Transaction-local, exactly as chatsec.app does it: a signed token from 0011 on.
+        if self.signer is not None:
+            set_identity(self.conn, self.signer.token(user))
+            return
         self.conn.execute("SELECT pg_catalog.set_config('app.user_id', %s, true)", (str(user),))
 
     def count(self, query: str, params: tuple[object, ...]) -> int:
@@ -68,19 +93,32 @@ def _load_key(keyring: Path) -> tuple[str, str]:
     return key.id, key.material
 
 
-def run_isolation_probe(app_url: DatabaseURL, trigger: bool, keyring: Path | None) -> ProbeOutcome:
+def run_isolation_probe(
+    app_url: DatabaseURL, trigger: bool, keyring: Path | None, identity_keyring: Path | None = None
+) -> ProbeOutcome:
     out = ProbeOutcome()
     conn: Conn = connect(app_url, application_name="chatsec audit probe")
     try:
-        _probe(conn, out, trigger, keyring)
+        signer = None
+        if signed_identity(conn):
+            if identity_keyring is None:
+                out.not_run.append(
+                    "every sub-probe: signed identity is deployed, so the probe's users need "
+                    "tokens: pass --identity-keyring (or set CHATSEC_IDENTITY_KEYRING)"
+                )
+                return out
+            signer = _signer(identity_keyring)
+        _probe(conn, out, trigger, keyring, signer)
     finally:
         conn.rollback()
         conn.close()
     return out
 
 
-def _probe(conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None) -> None:
-    actor = _Actor(conn)
+def _probe(
+    conn: Conn, out: ProbeOutcome, trigger: bool, keyring: Path | None, signer: Signer | None
+) -> None:
+    actor = _Actor(conn, signer)
     tag = secrets.token_hex(4)
     a, b = uuid.uuid4(), uuid.uuid4()
     threads: dict[UUID, UUID] = {}
@@ -218,3 +256,92 @@ def run_escalation_probe(app_url: DatabaseURL) -> ProbeOutcome:
     finally:
         conn.close()
     return out
+
+
+def _identity_in_new_transaction(conn: Conn, settings: dict[str, str]) -> tuple[object, str]:
+    """chat.current_user_id() in a fresh, rolled-back transaction with `settings` set
+    locally: (its value, "") or (None, the error) when the server refused outright."""
+    try:
+        with conn.transaction(force_rollback=True):
+            for name, value in settings.items():
+                conn.execute("SELECT pg_catalog.set_config(%s, %s, true)", (name, value))
+            return current_identity(conn), ""
+    except psycopg.Error as exc:
+        reason = (exc.diag.message_primary if exc.diag else None) or str(exc)
+        return None, reason.strip().splitlines()[0]
+
+
+def run_identity_probe(app_url: DatabaseURL, identity_keyring: Path | None) -> ProbeOutcome:
+    """As the application login: only a fresh, untampered token gives an identity."""
+    out = ProbeOutcome()
+    conn: Conn = connect(app_url, application_name="chatsec audit probe")
+    try:
+        _identity_probe(conn, out, identity_keyring)
+    finally:
+        conn.close()
+    return out
+
+
+def _identity_probe(conn: Conn, out: ProbeOutcome, identity_keyring: Path | None) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    future_ms = int((time.time() + 60) * 1000)
+
+    def expect_none(what: str, settings: dict[str, str]) -> None:
+        got, _ = _identity_in_new_transaction(conn, settings)
+        out.checked.append(what)
+        if got is not None:
+            out.violations.append(("chat.current_user_id()", f"{what} gave the identity {got}"))
+
+    expect_none("a bare app.user_id", {"app.user_id": str(a), "app.identity": ""})
+    made_up = (
+        f"v1.k00000000-00000000.{a}.{future_ms}.{secrets.token_hex(16)}.{secrets.token_hex(32)}"
+    )
+    expect_none("a made-up token", {"app.identity": made_up})
+    if out.violations and not signed_identity(conn):
+        out.violations[0] = (
+            "chat.current_user_id()",
+            "the identity is a bare setting (before revision 0011): any SQL through the "
+            f"application login can act as anyone ({out.violations[0][1]})",
+        )
+    needs_key = (
+        "a fresh token (the control), a MAC off by one digit, another user's id under a "
+        "valid MAC, an expired token and a token replayed after it expired need the identity "
+        "keyring: pass --identity-keyring (or set CHATSEC_IDENTITY_KEYRING)"
+    )
+    if identity_keyring is None:
+        out.not_run.append(needs_key)
+        return
+    signer = _signer(identity_keyring)
+    key = signer.keyring.active
+    token = mint(key, a, 60.0)
+    got, why = _identity_in_new_transaction(conn, {"app.identity": token})
+    out.checked.append("a fresh token (the control)")
+    if got != a:
+        out.violations.append(
+            (
+                "chat.current_user_id()",
+                f"a fresh token signed with identity key {key.id} gave {got or 'no identity'}"
+                f"{f' ({why})' if why else ''}: the key is not registered in this database or "
+                "verification is broken, so the other sub-probes would prove nothing",
+            )
+        )
+        return
+    flipped = token[:-1] + ("0" if token[-1] != "0" else "1")
+    expect_none("a token whose MAC is off by one digit", {"app.identity": flipped})
+    expect_none(
+        "another user's id under a valid MAC", {"app.identity": token.replace(str(a), str(b))}
+    )
+    expect_none("an expired token", {"app.identity": mint(key, a, -1.0)})
+    for lifetime in REPLAY_LIFETIMES_S:
+        short = mint(key, a, lifetime)
+        got, _ = _identity_in_new_transaction(conn, {"app.identity": short})
+        if got == a:
+            time.sleep(lifetime + 0.05)
+            expect_none("a token replayed after it expired", {"app.identity": short})
+            return
+    out.not_run.append("a token replayed after it expired (it never verified while fresh)")
+
+
+# How long the replayed token lives: used once while fresh, then again once expired. A
+# longer one is tried when a busy machine took longer than that to use it once.
+REPLAY_LIFETIMES_S = (0.25, 2.0)

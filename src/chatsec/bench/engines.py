@@ -3,8 +3,9 @@
 "app" is the application login under row-level security; "superuser" is the admin
 login, which FORCE ROW LEVEL SECURITY does not bind. Both are chatsec.app engines (same
 driver, pinned session settings, psycopg's automatic prepared statements) and both run
-every statement inside chatsec.app.user_transaction, which sets the user's identity and
-the keys for that transaction: the only difference left between the two is RLS.
+every statement inside chatsec.app.user_transaction, which sets the user's signed
+identity and the keys for that transaction: the only difference left between the two
+is RLS (and the identity verification RLS calls for).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 
 from chatsec.app import create_app_engine, user_transaction
 from chatsec.bench.target import Logins
+from chatsec.identity import Signer
 from chatsec.keys.keyring import Keyring
 
 Login = Literal["app", "superuser"]
@@ -50,10 +52,11 @@ class Explained:
 
 
 class Engines:
-    def __init__(self, logins: Logins, keyring: Keyring) -> None:
-        self.app = create_app_engine(logins.app.libpq)
-        self.superuser = create_app_engine(logins.admin.libpq)
+    def __init__(self, logins: Logins, keyring: Keyring, identity: Signer) -> None:
+        self.app = create_app_engine(logins.app.libpq, identity=identity)
+        self.superuser = create_app_engine(logins.admin.libpq, identity=identity)
         self.keyring = keyring
+        self.identity = identity
         self._texts: dict[str, sa.TextClause] = {}
 
     def engine(self, login: Login) -> sa.Engine:

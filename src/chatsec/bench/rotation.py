@@ -38,6 +38,7 @@ from chatsec.bench.sample import SampledUser
 from chatsec.bench.stats import num, summarize
 from chatsec.bench.target import Logins
 from chatsec.db.connect import connect
+from chatsec.identity import Signer
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.manage import generate_key
 from chatsec.keys.rotate import rotate
@@ -140,15 +141,15 @@ class Lockstep:
 class Inserter(threading.Thread):
     """The application posting one message per transaction, as fast as it can, timed."""
 
-    def __init__(self, url: str, keyring: Keyring, user: SampledUser) -> None:
+    def __init__(self, url: str, keyring: Keyring, identity: Signer, user: SampledUser) -> None:
         super().__init__(daemon=True)
-        self.url, self.keyring, self.user = url, keyring, user
+        self.url, self.keyring, self.identity, self.user = url, keyring, identity, user
         self.samples: list[tuple[float, float]] = []  # (start, ms)
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        engine = create_app_engine(self.url)
+        engine = create_app_engine(self.url, identity=self.identity)
         try:
             while not self.stop.is_set():
                 start = time.perf_counter()
@@ -165,6 +166,7 @@ class Inserter(threading.Thread):
 def rotation_cost(
     logins: Logins,
     keyring: Keyring,
+    identity: Signer,
     user: SampledUser,
     batch: int,
     idle_seconds: float = 2.0,
@@ -174,7 +176,7 @@ def rotation_cost(
     generate_key(keyring, logins.migrator)
     # The inserter's own copy of the keyring (with the new key active): rotate() reloads
     # the one it is given, which must not change under another thread.
-    inserter = Inserter(logins.app.libpq, Keyring.load(keyring.path), user)
+    inserter = Inserter(logins.app.libpq, Keyring.load(keyring.path), identity, user)
     with connect(logins.admin, autocommit=True, application_name="chatsec bench floor") as conn:
         floor = Floor(conn, batch, old_key)
         lockstep = Lockstep(floor)

@@ -24,6 +24,8 @@ from chatsec.bench.session import session_reset
 from chatsec.bench.target import Logins, create_database, drop_database
 from chatsec.db.connect import connect
 from chatsec.errors import ChatsecError
+from chatsec.identity import Signer
+from chatsec.identity.manage import generate_identity_key
 from chatsec.keys.keyring import Keyring
 from chatsec.migrate import runner
 
@@ -137,6 +139,8 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
     keyring = Keyring.empty(tmp / "keyring.json")
     keyring.generate()
     keyring.save()
+    identity = Keyring.empty(tmp / "identity-keyring.json")
+    generate_identity_key(identity, db.migrator)
     t0 = time.perf_counter()
     generate(db.admin, config.scale, keyring, say)
     generate_s = time.perf_counter() - t0
@@ -147,7 +151,7 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
         f"{len(sample.users)} users sampled; the heaviest in {heavy.threads} threads, "
         f"busiest {heavy.thread_messages} messages"
     )
-    engines = Engines(db, keyring)
+    engines = Engines(db, keyring, Signer(identity))
     results: dict[str, Any] = {}
     plans: dict[str, str] = {}
     copy_s = 0.0
@@ -171,7 +175,7 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
             results["insert"] = insert_cost(engines, heavy, config.insert_batch, config.repeat)
             say("rotation of the whole table, the floor in lockstep")
             results["rotation"] = rotation_cost(
-                db, keyring, heavy, config.rotate_batch, config.idle_seconds
+                db, keyring, engines.identity, heavy, config.rotate_batch, config.idle_seconds
             )
         finally:
             drop_plain_copy(db)

@@ -45,7 +45,9 @@ def session_reset(
         discard = time_ms(discard_all, repeat, PRIME)
     finally:
         raw.invalidate()  # its prepared statements were discarded: do not pool it again
-    unprepared = create_app_engine(logins.app.libpq, pool=PoolSettings(prepare_threshold=None))
+    unprepared = create_app_engine(
+        logins.app.libpq, pool=PoolSettings(prepare_threshold=None), identity=engines.identity
+    )
     stmt = sa.text(queries.history_sql())
     params = {"thread_id": user.thread_id, "limit": HISTORY_PAGE}
 

@@ -105,6 +105,15 @@ def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> Non
     "(default: $CHATSEC_KEYRING)."
 )
 @click.option(
+    "--identity-keyring",
+    "identity_keyring",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar="CHATSEC_IDENTITY_KEYRING",
+    help="Identity keyring: the probes sign their users' identities with it and check that "
+    "expired, tampered and replayed tokens give none (default: $CHATSEC_IDENTITY_KEYRING).",
+)
+@click.option(
     "--list-checks",
     is_flag=True,
     expose_value=False,
@@ -124,6 +133,7 @@ def audit(
     ignore_file: Path | None,
     policies: Path | None,
     keyring_path: Path | None,
+    identity_keyring: Path | None,
 ) -> None:
     """Prove that the declared security is in force on a live database.
 
@@ -143,6 +153,7 @@ def audit(
         check_ids=checks,
         probe=probe,
         keyring=keyring_path,
+        identity_keyring=identity_keyring,
         allowlist=allowlist,
     )
     for notice in report.notices:

@@ -1,4 +1,4 @@
-"""`chatsec keys generate | register | status | rotate | retire | unretire | purge | seal`.
+"""`chatsec keys generate | register | status | rotate | retire | unretire | purge | seal | identity`.
 
 docs/encryption.md (keys and rotation) and docs/keyring.md (the file).
 """
@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from chatsec.cli.identity import identity
 from chatsec.cli.options import database_url_option, keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
@@ -334,5 +335,7 @@ def seal(keyring_path: Path | None) -> None:
     Keyring.seal_existing(path, passphrase)
     click.echo(f"sealed keyring {path}")
 
+
+keys.add_command(identity)
 
 COMMANDS = [keys]

@@ -1,16 +1,15 @@
-"""The transaction-local settings that hand a keyring's keys (and a chat identity) to PostgreSQL."""
+"""The transaction-local settings that hand a keyring's keys (and a signed identity) to PostgreSQL."""
 
 from __future__ import annotations
 
 import json
-from uuid import UUID
 
 from chatsec.keys.keyring import Keyring
 
 ENCRYPTION_KEY = "app.encryption_key"
 ENCRYPTION_KEY_ID = "app.encryption_key_id"
 DECRYPTION_KEYS = "app.decryption_keys"
-USER_ID = "app.user_id"
+IDENTITY = "app.identity"  # the signed identity token (chatsec.identity)
 
 # One statement, one round trip, every value a bind parameter, every setting local to
 # the transaction (is_local = true). app.decryption_keys keeps only keys the registry
@@ -19,7 +18,7 @@ USER_ID = "app.user_id"
 # rotation still under way, and nothing more. The keys are filtered before they become
 # a setting: a key dropped here is never readable with current_setting().
 TRANSACTION_SETTINGS = """
-SELECT pg_catalog.set_config('app.user_id', %(user_id)s, true),
+SELECT pg_catalog.set_config('app.identity', %(identity)s, true),
        pg_catalog.set_config('app.encryption_key', %(key)s, true),
        pg_catalog.set_config('app.encryption_key_id', %(key_id)s, true),
        pg_catalog.set_config('app.decryption_keys', COALESCE((
@@ -28,18 +27,18 @@ SELECT pg_catalog.set_config('app.user_id', %(user_id)s, true),
            JOIN chat.encryption_keys k ON k.id = e.key
           WHERE k.retired_at IS NULL AND k.drained_at IS NULL), ''), true)
 """
-IDENTITY_ONLY = "SELECT pg_catalog.set_config('app.user_id', %(user_id)s, true)"
+IDENTITY_ONLY = "SELECT pg_catalog.set_config('app.identity', %(identity)s, true)"
 
 
-def transaction_parameters(user_id: UUID | None, keyring: Keyring | None) -> dict[str, str]:
+def transaction_parameters(identity: str | None, keyring: Keyring | None) -> dict[str, str]:
     """Bind parameters for TRANSACTION_SETTINGS (or IDENTITY_ONLY without a keyring).
 
     The active key encrypts, every readable key (active and previous) may decrypt, so
     rows under the old and the new key both read during a rotation. A keyring with no
-    active key still reads; the trigger refuses its writes (fail closed). An empty
-    user id means no identity.
+    active key still reads; the trigger refuses its writes (fail closed). `identity` is
+    a signed token (chatsec.identity); None means no identity.
     """
-    params = {"user_id": "" if user_id is None else str(user_id)}
+    params = {"identity": identity or ""}
     if keyring is None:
         return params
     readable = keyring.readable_keys

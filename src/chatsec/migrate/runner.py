@@ -99,10 +99,12 @@ SELECT c.oid, n.nspname, c.relname, c.relforcerowsecurity,
 """
 
 
-# chatsec's own bookkeeping, made again by the upgrade: the deployment's id, the keyring
-# generation seen, the last rotation. What it concerns (registered keys) is counted in
-# chat.encryption_keys, whose rows and columns are data.
-_BOOKKEEPING = ("chat", "deployment")
+# Not data: chatsec's own bookkeeping, made again by the upgrade (the deployment's id,
+# the keyring generation seen, the last rotation; what it concerns, registered keys, is
+# counted in chat.encryption_keys, whose rows and columns are data), and the identity
+# keys, copies of the identity keyring's (`chatsec keys identity generate` registers
+# them again after an upgrade).
+_NOT_DATA = {("chat", "deployment"), ("chat", "identity_keys")}
 
 
 def _quoted(*names: str) -> str:
@@ -154,7 +156,7 @@ def _losses(before: dict[tuple[str, ...], int], conn: sa.Connection) -> list[Los
         gone = (
             table not in after if len(name) == 2 else table in after and name[2] not in after[table]
         )
-        if gone and rows != 0 and table != _BOOKKEEPING:
+        if gone and rows != 0 and table not in _NOT_DATA:
             losses.append(Loss(".".join(name), rows))
     return losses
 

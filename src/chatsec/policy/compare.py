@@ -430,6 +430,8 @@ def _tables(
     declared: SecurityState, live: SecurityState, normalized: dict[str, dict[str, PolicySpec]]
 ) -> list[Change]:
     out = []
+    # Every change to a table runs as its declared owner: an owner change is the first of
+    # its changes in an upgrade, and the last in a downgrade.
     for name, table in sorted(declared.tables.items()):
         current = live.tables.get(name)
         if current is None:
@@ -447,6 +449,7 @@ def _tables(
                     f"declared {'enabled' if table.rls_enabled else 'disabled'}",
                     [render.rls_statement(name, enabled=table.rls_enabled)],
                     [render.rls_statement(name, enabled=current.rls_enabled)],
+                    run_as=table.owner,
                 )
             )
         if table.rls_forced != current.rls_forced:
@@ -459,9 +462,10 @@ def _tables(
                     f"declared {'forced' if table.rls_forced else 'not forced'}",
                     [render.rls_statement(name, forced=table.rls_forced)],
                     [render.rls_statement(name, forced=current.rls_forced)],
+                    run_as=table.owner,
                 )
             )
-        out += _table_grant_changes(name, table.grants, current.grants, current.owner)
+        out += _table_grant_changes(name, table.grants, current.grants, table.owner)
         want_policies = normalized.get(name, {})
         for pname, want in sorted(want_policies.items()):
             have = current.policies.get(pname)
@@ -474,6 +478,7 @@ def _tables(
                         "policy does not exist",
                         [render.create_policy(table.policies[pname])],
                         [render.drop_policy(want)],
+                        run_as=table.owner,
                     )
                 )
                 continue
@@ -487,6 +492,7 @@ def _tables(
                         "; ".join(diffs),
                         [render.drop_policy(have), render.create_policy(table.policies[pname])],
                         [render.drop_policy(want), render.create_policy(have)],
+                        run_as=table.owner,
                     )
                 )
         for pname, have in sorted(current.policies.items()):
@@ -502,6 +508,7 @@ def _tables(
                         f"WITH CHECK {have.with_check})",
                         [render.drop_policy(have)],
                         [render.create_policy(have)],
+                        run_as=table.owner,
                     )
                 )
         out += _triggers(table, current)
@@ -535,7 +542,7 @@ def _triggers(table: TableSpec, current: TableSpec) -> list[Change]:
                     "trigger does not exist",
                     [want.definition],
                     [drop],
-                    run_as=current.owner,
+                    run_as=table.owner,
                 )
             )
             continue
@@ -548,7 +555,7 @@ def _triggers(table: TableSpec, current: TableSpec) -> list[Change]:
                     f"{have.definition}, declared {want.definition}",
                     [drop, want.definition],
                     [drop, have.definition],
-                    run_as=current.owner,
+                    run_as=table.owner,
                 )
             )
         if have.enabled != want.enabled:
@@ -563,7 +570,7 @@ def _triggers(table: TableSpec, current: TableSpec) -> list[Change]:
                     "trigger is disabled" if want.enabled else "trigger is enabled",
                     [alter.format(state)],
                     [alter.format(undo)],
-                    run_as=current.owner,
+                    run_as=table.owner,
                 )
             )
     for tname, have in sorted(current.triggers.items()):
@@ -576,7 +583,7 @@ def _triggers(table: TableSpec, current: TableSpec) -> list[Change]:
                     f"trigger is not declared in policies/: {have.definition}",
                     [f"DROP TRIGGER {render.ident(tname)} ON {render.ident(name)}"],
                     [have.definition],
-                    run_as=current.owner,
+                    run_as=table.owner,
                 )
             )
     return out

@@ -43,6 +43,13 @@ ENV_VARS = {
     "auditor": "CHATSEC_AUDIT_DATABASE_URL",
     "admin": "CHATSEC_ADMIN_DATABASE_URL",
 }
+# The demo's keyrings, beside the cluster (sandbox data only: real keyrings live elsewhere).
+KEYRING_FILE = "keyring.json"
+IDENTITY_KEYRING_FILE = "identity-keyring.json"
+KEYRING_ENV_VARS = {
+    "CHATSEC_KEYRING": KEYRING_FILE,
+    "CHATSEC_IDENTITY_KEYRING": IDENTITY_KEYRING_FILE,
+}
 GROUP_ROLES = ("app_user", "chat_auditor")
 # Database privileges as policies/schemas.toml declares them: the application may only
 # connect (no TEMPORARY: no object of its own may outlive a request); the auditor keeps
@@ -293,11 +300,14 @@ class Sandbox:
         return {name: self.url_for(name) for name in LOGINS}
 
     def env_lines(self) -> str:
-        """Shell `export` lines for the four URLs, for eval "$(chatsec sandbox env)"."""
+        """Shell `export` lines for the four URLs, for eval "$(chatsec sandbox env)", and
+        for the keyrings `chatsec demo` keeps in the sandbox directory, once they exist."""
         urls = self.urls()
-        return "".join(
-            f"export {var}={shlex.quote(urls[name])}\n" for name, var in ENV_VARS.items()
-        )
+        lines = [f"export {var}={shlex.quote(urls[name])}\n" for name, var in ENV_VARS.items()]
+        for var, file in KEYRING_ENV_VARS.items():
+            if (self.directory / file).is_file():
+                lines.append(f"export {var}={shlex.quote(str(self.directory / file))}\n")
+        return "".join(lines)
 
     def admin_connect(self, database: str = DEFAULT_DATABASE) -> psycopg.Connection[Any]:
         """An autocommit superuser connection over verified TLS."""

@@ -6,11 +6,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from chatsec.audit.context import APP_ROLE, DEFINER_ROLE, OWNER_ROLE, AuditContext
+from chatsec.identity.manage import IDENTITY_ROLE
 
 ROTATOR_ROLE = "chat_key_rotator"
 # Declared roles only the migrator (the chat database's owner) belongs to: it acts as them
 # with SET ROLE. policies/roles.toml says so for each; logins join the other declared roles.
-MIGRATOR_GROUPS = frozenset({OWNER_ROLE, DEFINER_ROLE, ROTATOR_ROLE})
+MIGRATOR_GROUPS = frozenset({OWNER_ROLE, DEFINER_ROLE, ROTATOR_ROLE, IDENTITY_ROLE})
 PUBLIC = "PUBLIC"
 
 _ROLES = """

@@ -26,7 +26,9 @@ def _run(ctx: AuditContext) -> list[Finding]:
             (MESSAGES_TABLE, ENCRYPT_TRIGGER, ENCRYPT_FUNCTION),
         )
     )
-    outcome = run_isolation_probe(ctx.probe.app_url, trigger, ctx.probe.keyring)
+    outcome = run_isolation_probe(
+        ctx.probe.app_url, trigger, ctx.probe.keyring, ctx.probe.identity_keyring
+    )
     out = [CHECK.finding(obj, detail) for obj, detail in outcome.violations]
     if outcome.not_run and not out:
         # Part of the guarantee was not exercised: that is "not verified", never "passed".
@@ -49,7 +51,9 @@ CHECK = Check(
     "B cannot read A's thread, participants, profile or messages, cannot insert as "
     "A, cannot move a message into A's thread, and (with the encryption trigger) "
     "cannot store a message with no key. Needs: --app-url "
-    "(CHATSEC_APP_DATABASE_URL); with encryption deployed, --keyring for the "
+    "(CHATSEC_APP_DATABASE_URL); with signed identity deployed (revision 0011), "
+    "--identity-keyring (CHATSEC_IDENTITY_KEYRING) to sign the users' identities, or "
+    "it is skipped; with encryption deployed, --keyring for the "
     "message sub-probes: without it the check is skipped naming the sub-probes "
     "that could not run (never passed); a violation found by the others still "
     "fails it.",

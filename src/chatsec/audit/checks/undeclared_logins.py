@@ -214,7 +214,7 @@ CHECK = Check(
     category="privileges",
     level="warning",
     description="Login roles not declared in policies/roles.toml (superusers aside): the "
-    "database owner (the migrator) may belong to chat_owner, chat_definer and "
+    "database owner (the migrator) may belong to chat_owner, chat_definer, chat_identity and "
     "chat_key_rotator, directly; any other login to exactly one other declared role "
     "(app_user, chat_auditor), directly; every other membership (direct or "
     "indirect) is a warning naming the chain. So is anything a login holds in its "
