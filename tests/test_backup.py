@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from chatsec.app import create_app_engine, user_transaction
 from chatsec.app.chat import post_message
 from chatsec.cli.main import cli
+from chatsec.db.connect import connect
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring
 from chatsec.keys.manage import generate_key
@@ -28,7 +29,7 @@ from chatsec.ops.dumpscan import DumpScan, copy_unescape, verify_dump
 from chatsec.ops.restore import restore
 from chatsec.policy.load import load_policies
 from chatsec.sandbox import binaries, find_bindir
-from tests.conftest import ChatDB
+from tests.conftest import ChatDB, identity_token, register_identity
 from tests.encryption_support import Chat, decrypted_contents, make_chat, post_all
 
 KNOWN = [f"known secret text {i}" for i in range(4)]
@@ -96,6 +97,12 @@ def test_backup_holds_ciphertext_only(deployed_db: ChatDB, chat: Chat, tmp_path:
     assert "BEGIN PGP MESSAGE" in script
     assert not any(text in script for text in KNOWN)
     assert chat.keyring.active.material not in script.lower()
+    # Nor the identity keys: whoever holds a backup cannot sign identities.
+    assert "identity_keys" in script
+    with deployed_db.sandbox.admin_connect(deployed_db.name) as conn:
+        secrets = [bytes(r[0]).hex() for r in conn.execute("SELECT secret FROM chat.identity_keys")]
+    assert secrets and not any(secret in script.lower() for secret in secrets)
+    assert "chat.identity_keys" not in result.manifest.row_counts
     with pytest.raises(ChatsecError, match="already exists"):
         backup(deployed_db.admin, out, chat.keyring)
 
@@ -165,6 +172,12 @@ def test_restore_round_trips_audits_clean_and_decrypts(
                      chat.keyring)  # fmt: skip
     assert report.at_head and report.audit_failed == []
     assert report.messages == report.decrypted == len(KNOWN) and report.ok
+    # The backup held no identity key: the restored database verifies none until the
+    # identity keyring's keys are registered again.
+    with connect(empty_db.app) as conn:
+        conn.execute("SELECT set_config('app.identity', %s, true)", (identity_token(chat.alice),))
+        assert conn.execute("SELECT chat.current_user_id()").fetchone() == (None,)
+    register_identity(empty_db.migrator)
     # The application reads the restored chat with the keyring, under its policies.
     engine = create_app_engine(empty_db.app.libpq)
     try:

@@ -116,6 +116,16 @@ def test_other_figures_checks_and_plans(report: dict[str, Any], sandbox: Sandbox
         "request_unprepared_ms",
     ):
         assert r["session_reset"][figure]["n"] == 3 and r["session_reset"][figure]["median"] > 0
+    identity = r["identity"]
+    assert identity["verify_us_per_call"] > 0
+    # Each query verifies the identity at least once (its policies and helpers), and
+    # the cost per statement is that many calls at the measured cost per call.
+    for name in ("thread_list", "message_history"):
+        calls = identity["calls_per_statement"][name]
+        assert calls >= 1
+        assert identity["verify_ms_per_statement"][name] == pytest.approx(
+            calls * identity["verify_us_per_call"] / 1000.0, rel=1e-2, abs=1e-4
+        )
     assert r["audit"]["status"] in {"ok", "n/a"}
     assert r["deploy"]["seconds"]["median"] > 0
     assert {c["figure"] for c in report["checks"]} == CHECKS

@@ -371,3 +371,17 @@ def test_the_audit_fails_a_readable_identity_key(deployed_db: ChatDB) -> None:
         with deployed_db.sandbox.admin_connect(deployed_db.name) as conn:
             conn.execute("REVOKE chat_identity FROM app_user")
             conn.commit()
+
+
+def test_register_brings_the_keys_back_after_a_restore(deployed_db: ChatDB, tmp_path: Path) -> None:
+    keyring = tmp_path / "identity.json"
+    user = uuid.uuid4()
+    assert _keys(deployed_db, keyring, "generate")[0] == 0
+    # What a restored database looks like: backups hold no identity key.
+    with deployed_db.sandbox.admin_connect(deployed_db.name) as conn:
+        conn.execute("DELETE FROM chat.identity_keys")
+    assert _acts(deployed_db, keyring, user) is None
+    code, out = _keys(deployed_db, keyring, "register")
+    assert code == 0 and f"registered {Keyring.load(keyring).active.id}" in out
+    assert _acts(deployed_db, keyring, user) == user
+    assert _keys(deployed_db, keyring, "register")[1].startswith("registered nothing new")

@@ -11,7 +11,9 @@ from chatsec.bench.target import Logins, scratch_database
 from chatsec.migrate import runner
 
 
-def audit_time(logins: Logins, keyring_path: Path, runs: int) -> dict[str, Any]:
+def audit_time(
+    logins: Logins, keyring_path: Path, identity_keyring: Path, runs: int
+) -> dict[str, Any]:
     """`chatsec audit` wall time, when this chatsec has the audit (imported lazily)."""
     if logins.auditor is None:
         return {"status": "n/a", "reason": "no auditor URL (--audit-url)"}
@@ -24,7 +26,7 @@ def audit_time(logins: Logins, keyring_path: Path, runs: int) -> dict[str, Any]:
     try:
         for _ in range(runs):
             start = time.perf_counter()
-            audit(auditor, app_url=app, keyring=keyring_path)
+            audit(auditor, app_url=app, keyring=keyring_path, identity_keyring=identity_keyring)
             samples.append(time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - another component; its failure is a figure here
         return {"status": "n/a", "reason": f"audit failed: {type(exc).__name__}: {exc}"}

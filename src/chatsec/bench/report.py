@@ -166,8 +166,24 @@ def _write_rows(r: dict[str, Any], checks: dict[str, dict[str, Any]]) -> list[Ro
 
 
 def _other_rows(r: dict[str, Any]) -> list[Row]:
-    z, a = r["session_reset"], r["audit"]
+    z, a, i = r["session_reset"], r["audit"], r["identity"]
+    calls, cost = i["calls_per_statement"], i["verify_ms_per_statement"]
     return [
+        (
+            "Signed identity: chat.current_user_id() per call",
+            f"{_f(i['verify_us_per_call'])} us",
+            "",
+            "",
+        ),
+        *(
+            (
+                f"  calls per statement, {PAIR_TITLES[name]}",
+                f"{calls[name]} ({_f(cost[name], 3)} ms)",
+                "",
+                "",
+            )
+            for name in calls
+        ),
         ("Pooled session reset per checkout", _ms(z["reset_ms"]), "", ""),
         ("  pre-ping it replaces (SELECT 1)", _ms(z["pre_ping_ms"]), "", ""),
         ("  DISCARD ALL instead", _ms(z["discard_all_ms"]), "", ""),

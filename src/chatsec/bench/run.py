@@ -15,6 +15,7 @@ from chatsec.bench.decrypt import decrypt_cost
 from chatsec.bench.engines import Engines
 from chatsec.bench.floor import create_plain_copy, drop_plain_copy
 from chatsec.bench.generate import Scale, describe, generate
+from chatsec.bench.identity import identity_cost
 from chatsec.bench.insert import insert_cost
 from chatsec.bench.ops import audit_time, deploy_time
 from chatsec.bench.pairs import explain_heaviest, run_pairs
@@ -162,6 +163,8 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
         if config.explain:
             say("plans (EXPLAIN ANALYZE, BUFFERS) for the heaviest user")
             plans = explain_heaviest(engines, sample)
+        say("signed identity: verification per call and per statement")
+        results["identity"] = identity_cost(db, name, engines, heavy, config.repeat)
         say("decryption per row")
         results["decrypt"] = decrypt_cost(
             engines, heavy.user_id, config.decrypt_rows, config.repeat, config.scale.seed
@@ -182,7 +185,7 @@ def _run(db: Logins, name: str, config: BenchConfig, tmp: Path, say: Say) -> dic
     finally:
         engines.dispose()
     say("chatsec audit")
-    results["audit"] = audit_time(db, keyring.path, config.command_runs)
+    results["audit"] = audit_time(db, keyring.path, identity.path, config.command_runs)
     say("chatsec deploy")
     results["deploy"] = deploy_time(db, config.command_runs)
     found = [c for section in _sections(results) for c in section.get("checks", [])]

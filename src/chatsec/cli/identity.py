@@ -1,4 +1,4 @@
-"""`chatsec keys identity generate | rotate | retire | status`: the keys that sign identities.
+"""`chatsec keys identity generate | register | rotate | retire | status`: the keys that sign identities.
 
 docs/identity.md (the scheme, rotation, threat model).
 """
@@ -18,6 +18,7 @@ from chatsec.identity import IDENTITY_KEYRING_ENV
 from chatsec.identity.manage import (
     generate_identity_key,
     identity_status,
+    register_identity_keyring,
     retire_identity_key,
     rotate_identity_key,
 )
@@ -72,6 +73,19 @@ def generate(keyring_path: Path | None, database_url: str | None, wait_s: float)
     )
     if replaced is not None:
         click.echo(f"{replaced.id} still verifies: retire it once every application has reloaded")
+
+
+@identity.command()
+@_identity_keyring_option
+@database_url_option()
+@_wait_option
+def register(keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
+    """Register the identity keyring's keys that are not retired (after a restore: a backup
+    holds no identity key, so a restored database verifies none until this)."""
+    keyring = _load(keyring_path)
+    url = resolve_url(database_url)
+    added = register_identity_keyring(keyring, url, wait_s)
+    click.echo(f"registered {', '.join(added) if added else 'nothing new'} in {url.target}")
 
 
 @identity.command()

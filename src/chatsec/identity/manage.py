@@ -100,6 +100,19 @@ def _introduce(keyring: Keyring, url: DatabaseURL) -> tuple[Key, Key | None]:
     return key, replaced
 
 
+def register_identity_keyring(
+    keyring: Keyring, url: DatabaseURL, wait_s: float | None = None
+) -> list[str]:
+    """Register the keyring's keys that are not retired (after a restore: backups hold
+    no identity key); the ids newly registered."""
+    with changing(keyring, url, "keys identity register", wait_s):
+        if not any(k.status == "active" for k in keyring.keys):
+            raise ChatsecError(
+                f"identity keyring {keyring.path} has no active key: chatsec keys identity generate"
+            )
+        return register_identity_keys(keyring, url)
+
+
 def generate_identity_key(
     keyring: Keyring, url: DatabaseURL, wait_s: float | None = None
 ) -> tuple[Key, Key | None]:

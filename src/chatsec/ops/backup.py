@@ -135,22 +135,30 @@ def _check_backup_login(url: DatabaseURL) -> None:
         raise ChatsecError(f"{url.target} has no {MESSAGES}: is this chatsec's chat database?")
 
 
+# Tables whose rows a backup leaves out. The identity keys sign who a transaction acts
+# for (docs/identity.md): whoever holds a backup must not be able to sign identities for
+# the live database. They are copies of the identity keyring's keys, which `chatsec keys
+# identity generate` registers again in a restored database.
+NOT_BACKED_UP = ("chat.identity_keys",)
+
 _CHAT_TABLES = """
 SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'chat' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND pg_catalog.format('%%I.%%I', n.nspname, c.relname) <> ALL(%s)
  ORDER BY 1, 2
 """
 
 
 def chat_row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Rows per table of schema chat ("chat.messages": n), as this connection reads them.
+    """Rows per table of schema chat ("chat.messages": n), as this connection reads them
+    (the tables a backup holds: not NOT_BACKED_UP).
 
     The caller sets row_security = off: a login that row-level security would filter
     then gets an error instead of counting fewer rows.
     """
     counts: dict[str, int] = {}
-    for schema, table in conn.execute(_CHAT_TABLES).fetchall():
+    for schema, table in conn.execute(_CHAT_TABLES, (list(NOT_BACKED_UP),)).fetchall():
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
         row = conn.execute(query).fetchone()
         counts[f"{schema}.{table}"] = int(row[0]) if row else 0
@@ -182,6 +190,7 @@ def dump_to(url: DatabaseURL, path: Path, snapshot: str | None = None) -> None:
     conninfo, env = _libpq(url)
     cmd = [tool("pg_dump"), "--format=custom", f"--file={path}", "--no-password"]
     cmd += [f"--lock-wait-timeout={LOCK_WAIT}", f"--dbname={conninfo}"]
+    cmd += [f"--exclude-table-data={table}" for table in NOT_BACKED_UP]
     if snapshot is not None:
         cmd.append(f"--snapshot={snapshot}")
     res = run_tool(cmd, env)
