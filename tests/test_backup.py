@@ -206,6 +206,40 @@ def test_restore_refuses_a_non_empty_database(
     assert "is not empty" in lines[0] and "schema chat" in lines[0]
 
 
+def test_restore_create_makes_the_locked_down_target_itself(
+    deployed_db: ChatDB, chat: Chat, tmp_path: Path
+) -> None:
+    out = tmp_path / "chat.dump"
+    backup(deployed_db.admin, out, chat.keyring)
+    name = f"restored_{deployed_db.name}"
+    target = deployed_db.migrator.with_database(name)
+    args = ["restore", str(out), "--create", "--database-url", target.libpq,
+            "--admin-url", deployed_db.admin.with_database(name).libpq,
+            "--audit-url", deployed_db.auditor.with_database(name).libpq,
+            "--keyring", str(chat.keyring.path)]  # fmt: skip
+    try:
+        result = CliRunner().invoke(cli, args, env={})
+        assert result.exit_code == 0, result.output
+        assert f"created database {name} owned by {target.user}, locked down" in result.output
+        with deployed_db.sandbox.admin_connect(name) as conn:
+            owner, acl = conn.execute(
+                "SELECT pg_get_userbyid(datdba), datacl::text FROM pg_database "
+                "WHERE datname = current_database()"
+            ).fetchone() or (None, None)
+            lo_open = conn.execute(
+                "SELECT has_function_privilege('public', 'lo_create(oid)', 'EXECUTE')"
+            ).fetchone()
+        assert owner == target.user
+        assert "app_user=c/" in str(acl) and "chat_auditor=Tc/" in str(acl)
+        assert "=Tc/" not in str(acl).replace("chat_auditor=Tc/", "")  # nothing for PUBLIC
+        assert lo_open == (False,)
+        again = CliRunner().invoke(cli, args, env={})
+        assert again.exit_code == 2
+        assert f"database {name} exists already" in again.output
+    finally:
+        deployed_db.sandbox.drop_database(name)
+
+
 def test_copy_unescape_and_verify_rejects_garbage(tmp_path: Path) -> None:
     assert copy_unescape(r"a\nb\tc\\d\101") == "a\nb\tc\\dA"
     junk = tmp_path / "junk.dump"

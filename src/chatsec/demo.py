@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -79,10 +82,7 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> int:
         say(f"   read through chat.messages_decrypted with the keyring: {read}")
     finally:
         engine.dispose()
-    say("4. connect with:")
-    say(f'   eval "$(chatsec sandbox env --dir {box.status().directory})"')
-    say('   psql "$CHATSEC_APP_DATABASE_URL"')
-    say("5. audit (as the auditor login, behavioural probes included):")
+    say("4. audit (as the auditor login, behavioural probes included):")
     report = audit(
         DatabaseURL.parse(urls["auditor"]),
         app_url=DatabaseURL.parse(urls["app"]),
@@ -90,4 +90,20 @@ def run_demo(directory: Path, say: Callable[[str], None]) -> int:
         identity_keyring=identity.path,
     )
     say(render(report, "text", "error", color=False).rstrip("\n"))
+    chatsec = shlex.quote(chatsec_command())
+    where = shlex.quote(str(box.status().directory))
+    say("5. the sandbox keeps running. Next, pasted as printed:")
+    say(f'   eval "$({chatsec} sandbox env --dir {where})"   # URLs and keyrings of the sandbox')
+    say('   psql "$CHATSEC_APP_DATABASE_URL"')
+    say(f"   {chatsec} audit                          # again, as you like")
+    say(f"   {chatsec} sandbox stop --dir {where}      # when done")
     return report.exit_code("error")
+
+
+def chatsec_command() -> str:
+    """How to run this chatsec from a shell: `chatsec` when it is on PATH, else its path."""
+    found = shutil.which("chatsec")
+    beside = Path(sys.executable).parent / "chatsec"
+    if found and Path(found).resolve() == beside.resolve():
+        return "chatsec"
+    return str(beside) if beside.exists() else "chatsec"

@@ -22,6 +22,13 @@ def versions_dir() -> Path:
     return _data_dir("versions")
 
 
+def checkout_versions_dir() -> Path | None:
+    """versions/ of a clone or an editable install, where new revisions belong; None for an
+    installed wheel, whose shipped versions/ must never change."""
+    path = versions_dir()
+    return None if (_PACKAGE / "_data") in path.parents else path
+
+
 def policies_dir() -> Path:
     return _data_dir("policies")
 

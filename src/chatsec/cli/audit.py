@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import cast
 
@@ -15,6 +14,7 @@ from chatsec.audit.finding import Level
 from chatsec.audit.registry import all_checks
 from chatsec.audit.report import FORMATS, render
 from chatsec.cli.options import database_url_option, keyring_option
+from chatsec.cli.output import to_terminal
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 
@@ -158,7 +158,7 @@ def audit(
     )
     for notice in report.notices:
         click.echo(f"chatsec: warning: {notice}", err=True)
-    color = fmt == "text" and output is None and sys.stdout.isatty()
+    color = fmt == "text" and output is None and to_terminal() and not os.environ.get("NO_COLOR")
     write_output(render(report, fmt, level, color=color), output)
     if output is not None and fmt != "text":
         from chatsec.audit.report.text import summary_line

@@ -15,7 +15,7 @@ from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring, passphrase_from_env
 from chatsec.ops.backup import RestoreReport, retarget
 from chatsec.ops.backup import backup as take_backup
-from chatsec.ops.restore import ACCEPT_FLAG
+from chatsec.ops.restore import ACCEPT_FLAG, create_target
 from chatsec.ops.restore import restore as run_restore
 from chatsec.sandbox.binaries import Terminated, sigterm_interrupts
 
@@ -137,10 +137,17 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
     help="Restore even without a manifest that verifies (missing, malformed, bad HMAC, key "
     "not in the keyring), with a warning. Never a dump its authentic manifest contradicts.",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Create the target database first (it must not exist): owned by the --database-url "
+    "login, with the database grants policies/ declare and large objects closed. Needs "
+    "--admin-url to be a superuser.",
+)
 @lock_wait_option()
 def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str | None,
             app_url: str | None, keyring_path: Path | None,
-            accept_unsigned: bool, wait_s: float) -> None:  # fmt: skip
+            accept_unsigned: bool, create: bool, wait_s: float) -> None:  # fmt: skip
     """Restore FILE into an empty database, then check revision, audit and decryption.
 
     FILE.manifest.json must verify with the keyring and match FILE (size, SHA-256)
@@ -154,6 +161,9 @@ def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str
     raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
     app = retarget(DatabaseURL.parse(raw_app), target, "--app-url") if raw_app else None
     keyring = _keyring(keyring_path)
+    if create:
+        create_target(admin, target)
+        click.echo(f"created database {target.database} owned by {target.user}, locked down")
     with _interruptible(
         "restore (a pg_restore that was running rolled back its single transaction; "
         "if it had finished, the target holds an unproven restore: drop it and restore again)"

@@ -10,6 +10,7 @@ from rich.console import Console
 from chatsec.bench.report import print_text, to_json
 from chatsec.bench.run import FULL, QUICK, preset, run_bench
 from chatsec.bench.target import Logins, sandbox_logins
+from chatsec.cli import output
 from chatsec.cli.options import DEFAULT_SANDBOX_DIR as DEFAULT_DIR
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
@@ -152,7 +153,7 @@ def bench(
     if fmt == "json":
         click.echo(to_json(report))
     else:
-        print_text(report, Console())
+        print_text(report, output.console())
 
 
 COMMANDS = [bench]

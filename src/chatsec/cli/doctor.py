@@ -6,8 +6,8 @@ import json
 
 import click
 from rich.console import Console
-from rich.table import Table
 
+from chatsec.cli import output
 from chatsec.cli.options import database_url_option
 from chatsec.db.url import resolve_url
 from chatsec.ops.doctor import Report, human_size, run_doctor
@@ -28,14 +28,14 @@ def render_text(report: Report, console: Console) -> None:
     c = report.connections
     console.print(f"connections: {c.total} of {c.max_connections} (client backends)")
     for title, counts in (("state", c.by_state), ("role", c.by_role)):
-        table = Table(title=f"connections by {title}")
+        table = output.table(title=f"connections by {title}")
         table.add_column(title)
         table.add_column("count", justify="right")
         for item in counts:
             table.add_row(item.name, str(item.count))
         console.print(table)
 
-    locks = Table(title="locks: waiting, and relation locks held in this database")
+    locks = output.table(title="locks: waiting, and relation locks held in this database")
     for col in ("pid", "role", "lock", "relation", "mode", "granted", "blocked by", "blocks",
                 "wait s", "query"):  # fmt: skip
         locks.add_column(col)
@@ -51,7 +51,7 @@ def render_text(report: Report, console: Console) -> None:
     if not st.available:
         console.print(f"[yellow]top statements unavailable:[/] {st.reason}")
     else:
-        top = Table(title="top statements by total time (pg_stat_statements)")
+        top = output.table(title="top statements by total time (pg_stat_statements)")
         for col in ("queryid", "role", "calls", "total ms", "mean ms", "rows/call", "query"):
             top.add_column(col, justify="right" if col in {"calls", "total ms", "mean ms",
                                                            "rows/call"} else "left")  # fmt: skip
@@ -62,7 +62,7 @@ def render_text(report: Report, console: Console) -> None:
             )  # fmt: skip
         console.print(top)
 
-    idx = Table(title="indexes on the chat tables")
+    idx = output.table(title="indexes on the chat tables")
     for col in ("index", "table", "scans", "size", "est. bloat", "note"):
         idx.add_column(col)
     for i in report.indexes:
@@ -73,7 +73,7 @@ def render_text(report: Report, console: Console) -> None:
                     bloat, note)  # fmt: skip
     console.print(idx)
 
-    tab = Table(title="table statistics")
+    tab = output.table(title="table statistics")
     for col in ("table", "seq scans", "idx scans", "live", "dead", "dead %", "last vacuum",
                 "last analyze"):  # fmt: skip
         tab.add_column(col)
@@ -108,7 +108,7 @@ def doctor(database_url: str | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        render_text(report, Console(width=160) if not Console().is_terminal else Console())
+        render_text(report, output.console())
 
 
 COMMANDS = [doctor]

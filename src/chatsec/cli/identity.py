@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from chatsec.cli import output
 from chatsec.cli.options import database_url_option, lock_wait_option
 from chatsec.db.url import resolve_url
 from chatsec.errors import ChatsecError
@@ -130,10 +129,10 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
     """Each identity key: its status in the keyring and in the database."""
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
-    table = Table("identity key id", "keyring", "database")
+    table = output.table("identity key id", "keyring", "database")
     rows = identity_status(keyring, url)
     for row in rows:
         table.add_row(row.id, row.in_keyring, row.in_database)
-    Console().print(table)
+    output.console().print(table)
     if not any(r.in_database == "verifies" for r in rows):
         click.echo("no identity key verifies: no transaction has an identity")

@@ -5,11 +5,11 @@ docs/encryption.md (keys and rotation) and docs/keyring.md (the file).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,9 +19,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
+from chatsec.cli import output
 from chatsec.cli.identity import identity
 from chatsec.cli.options import database_url_option, keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
@@ -135,17 +135,57 @@ def register(keyring_path: Path | None, database_url: str | None, wait_s: float)
 @keys.command()
 @_keyring_option
 @database_url_option()
-def status(keyring_path: Path | None, database_url: str | None) -> None:
-    """Each key id: its status in the keyring, in the database, and how many rows use it."""
-    # The option reads $CHATSEC_KEYRING itself; without either, show the database side only.
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one stable document on stdout.",
+)
+def status(keyring_path: Path | None, database_url: str | None, fmt: str) -> None:
+    """Each key id: its status in the keyring, in the database, and how many rows use it.
+
+    Without a keyring (--keyring or $CHATSEC_KEYRING) only the database's side is shown.
+    """
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
-    table = Table("key id", "keyring", "registered", "rows")
+    if fmt == "json":
+        current = last_rotation(url)
+        document = {
+            "database": url.target,
+            "keyring": str(keyring.path) if keyring else None,
+            "keys": [
+                {
+                    "id": r.id,
+                    "keyring": r.in_keyring if keyring else None,
+                    "registered": r.registered,
+                    "rows": r.rows,
+                }
+                for r in key_status(keyring, url)
+            ],
+            "rotation": None
+            if current is None
+            else {
+                "key_id": current.key_id,
+                "phase": current.phase,
+                "started_at": current.started_at.isoformat(),
+                "finished_at": current.finished_at.isoformat() if current.finished_at else None,
+            },
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    table = output.table("key id", "keyring", "registered", "rows")
     for row in key_status(keyring, url):
         table.add_row(
-            row.id or "(plaintext, no key)", row.in_keyring, row.registered, str(row.rows)
+            row.id or "(plaintext, no key)",
+            row.in_keyring if keyring else "-",
+            row.registered,
+            str(row.rows),
         )
-    Console().print(table)
+    output.console().print(table)
+    if keyring is None:
+        click.echo("no keyring given (--keyring or $CHATSEC_KEYRING): the database's side only")
     current = last_rotation(url)
     if current is not None:
         when = (
@@ -194,6 +234,8 @@ def rotate_command(
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
+    unfinished = last_rotation(url)
+    resuming = unfinished is not None and not unfinished.finished
     columns = (
         TextColumn("re-encrypting"),
         BarColumn(),
@@ -202,11 +244,19 @@ def rotate_command(
         _RowsPerSecond(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    err = output.console(stderr=True)
+    # A progress bar on a terminal; on a pipe only the lines printed below.
+    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
         task = bar.add_task("rotate", total=None)
 
         def started(key_id: str, generated: bool, left: int) -> None:
-            verb = "generated" if generated else "resuming with"
+            verb = (
+                "generated"
+                if generated
+                else "resuming the unfinished rotation to"
+                if resuming
+                else "rotating to the"
+            )
             bar.console.print(f"{verb} active key {key_id}: {left} row(s) to re-encrypt")
             bar.update(task, total=left, completed=0)
 
@@ -334,6 +384,22 @@ def seal(keyring_path: Path | None) -> None:
         raise ChatsecError(f"set {PASSPHRASE_ENV} to the passphrase to seal {path} with")
     Keyring.seal_existing(path, passphrase)
     click.echo(f"sealed keyring {path}")
+
+
+@keys.command()
+@_keyring_option
+def unseal(keyring_path: Path | None) -> None:
+    """Save a sealed keyring as plain JSON (mode 0600), opened with $CHATSEC_KEYRING_PASSPHRASE.
+
+    For a keyring whose protection moves elsewhere (an encrypted volume, a secret
+    store); anyone who can read the file then has the keys.
+    """
+    path = resolve_keyring_path(str(keyring_path) if keyring_path else None)
+    passphrase = passphrase_from_env()
+    if passphrase is None:
+        raise ChatsecError(f"set {PASSPHRASE_ENV} to the passphrase {path} is sealed with")
+    Keyring.unseal_existing(path, passphrase)
+    click.echo(f"unsealed keyring {path}: plain JSON, mode 0600; unset {PASSPHRASE_ENV}")
 
 
 keys.add_command(identity)

@@ -1,6 +1,8 @@
-"""`chatsec deploy`, `rollback` and `status`."""
+"""`chatsec deploy`, `rollback`, `status`, `current` and `history`."""
 
 from __future__ import annotations
+
+import json
 
 import click
 
@@ -23,6 +25,10 @@ def deploy(database_url: str | None, to: str, sql: bool, wait_s: float) -> None:
 
     Holds chatsec's lock on the database meanwhile: a second deploy (or a key
     rotation, a rollback, a restore) waits for it, then finds nothing left to do.
+    Refused for a revision older than the database's (that is a rollback).
+
+    Exit 0 deployed (or already there), 2 cannot run, 130 interrupted (nothing of the
+    interrupted revision is kept: run it again).
     """
     if sql:
         click.echo(runner.offline_sql(to), nl=False)
@@ -45,16 +51,28 @@ def deploy(database_url: str | None, to: str, sql: bool, wait_s: float) -> None:
 @click.option(
     "--yes", is_flag=True, help="Drop the tables and columns that hold data (listed first)."
 )
+@click.option(
+    "--sql",
+    is_flag=True,
+    help="Print the SQL of the downgrade from the current revision for review, run nothing "
+    "(it does not hold the count of what it would drop: a real rollback lists that first).",
+)
 @lock_wait_option()
-def rollback(database_url: str | None, to: str, yes: bool, wait_s: float) -> None:
+def rollback(database_url: str | None, to: str, yes: bool, sql: bool, wait_s: float) -> None:
     """Downgrade the chat database to an earlier revision.
 
     The downgrade runs in one transaction that first counts what it would drop:
     tables with rows, columns with values. Any such data and it is rolled back,
     listed, and the exit is 2, unless --yes. Below revision 0003 is refused while
-    messages are encrypted (they would pass for plaintext), except to base.
+    messages are encrypted (they would pass for plaintext), except to base. Refused for
+    the current revision or a newer one.
+
+    Exit 0 rolled back, 2 refused or cannot run, 130 interrupted (nothing changed).
     """
     url = resolve_url(database_url)
+    if sql:
+        click.echo(runner.offline_downgrade_sql(url, to), nl=False)
+        return
     try:
         losses = runner.rollback(url, to, wait_s=wait_s, accept_loss=yes)
     except runner.RollbackWouldLoseData as refused:
@@ -67,21 +85,74 @@ def rollback(database_url: str | None, to: str, yes: bool, wait_s: float) -> Non
     click.echo(f"rolled back {url.target} to {','.join(after.current) or 'base'}")
 
 
+_format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one stable JSON document on stdout.",
+)
+
+
 @click.command()
 @database_url_option()
-def status(database_url: str | None) -> None:
+@_format_option
+def status(database_url: str | None, fmt: str) -> None:
     """Show the current revision, the head shipped with chatsec, and pending revisions.
 
-    Exits 0 when up to date, 1 when revisions are pending.
+    Exit 0 up to date, 1 revisions pending, 2 cannot run.
     """
     url = resolve_url(database_url)
     state = runner.status(url)
-    click.echo(f"database: {url.target}")
-    click.echo(f"current:  {', '.join(state.current) or 'base (empty)'}")
-    click.echo(f"head:     {', '.join(state.heads)}")
-    click.echo(f"pending:  {', '.join(state.pending) or 'none'}")
+    if fmt == "json":
+        document = {
+            "database": url.target,
+            "current": list(state.current),
+            "heads": list(state.heads),
+            "pending": list(state.pending),
+            "up_to_date": state.up_to_date,
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(f"database: {url.target}")
+        click.echo(f"current:  {', '.join(state.current) or 'base (empty)'}")
+        click.echo(f"head:     {', '.join(state.heads)}")
+        click.echo(f"pending:  {', '.join(state.pending) or 'none'}")
     if not state.up_to_date:
         raise SystemExit(1)
+
+
+@click.command()
+@database_url_option()
+@_format_option
+def current(database_url: str | None, fmt: str) -> None:
+    """Print the database's current revision ('base' when nothing is deployed).
+
+    Exit 0, 2 when it cannot run.
+    """
+    url = resolve_url(database_url)
+    revisions = list(runner.status(url).current)
+    if fmt == "json":
+        click.echo(json.dumps({"database": url.target, "current": revisions}, indent=2))
+    else:
+        click.echo(", ".join(revisions) or "base")
+
+
+@click.command()
+@_format_option
+def history(fmt: str) -> None:
+    """List the revisions chatsec ships, oldest first, with what each does. No connection.
+
+    Exit 0.
+    """
+    entries = runner.history()
+    if fmt == "json":
+        click.echo(json.dumps([entry.to_json() for entry in entries], indent=2))
+        return
+    for entry in entries:
+        head = " (head)" if entry.head else ""
+        click.echo(f"{entry.down_revision or 'base'} -> {entry.revision}{head}, {entry.message}")
 
 
 @click.command("harden-database")
@@ -104,4 +175,4 @@ def harden_database(database_url: str | None) -> None:
     click.echo(f"{url.target}: large-object functions closed to PUBLIC ({done})")
 
 
-COMMANDS = [deploy, rollback, status, harden_database]
+COMMANDS = [deploy, rollback, status, current, history, harden_database]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 from chatsec.migrate import runner
 from chatsec.ops.harden import close_large_objects
-from chatsec.paths import versions_dir
+from chatsec.paths import checkout_versions_dir
 from chatsec.policy.compare import MIGRATOR, Change, diff_live
 from chatsec.policy.load import load_policies
 from chatsec.policy.model import OWNER_ROLE
@@ -53,7 +54,15 @@ def _print_changes(changes: list[Change], show_sql: bool) -> None:
     show_default=True,
     help="Show the SQL that would bring the database to the declaration.",
 )
-def plan(database_url: str | None, policies: Path | None, show_sql: bool) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one stable document (every difference with its SQL) on stdout.",
+)
+def plan(database_url: str | None, policies: Path | None, show_sql: bool, fmt: str) -> None:
     """Compare policies/ with the live database and print every difference.
 
     Policy expressions are compared as PostgreSQL normalizes them, so formatting
@@ -63,6 +72,26 @@ def plan(database_url: str | None, policies: Path | None, show_sql: bool) -> Non
     url = resolve_url(database_url)
     with connect(url) as conn:
         changes = diff_live(conn, declared)
+    if fmt == "json":
+        document = {
+            "database": url.target,
+            "in_sync": not changes,
+            "changes": [
+                {
+                    "kind": c.kind,
+                    "object": c.object,
+                    "action": c.action,
+                    "detail": c.detail,
+                    "run_as": c.run_as,
+                    "sql": list(c.up),
+                }
+                for c in changes
+            ],
+        }
+        click.echo(json.dumps(document, indent=2))
+        if changes:
+            raise SystemExit(1)
+        return
     if not changes:
         click.echo(f"{url.target}: in sync with policies/ (no changes)")
         return
@@ -103,7 +132,8 @@ def _scratch_database(admin: DatabaseURL, migrator: DatabaseURL) -> Iterator[Dat
     "versions",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write the revision (default: chatsec's versions/).",
+    help="Where to write the revision (default: the versions/ of a chatsec checkout; "
+    "required when chatsec is installed as a package, which is never written to).",
 )
 def revision(
     message: str,
@@ -120,7 +150,14 @@ def revision(
     declared = load_policies(policies)
     migrator = resolve_url(database_url)
     admin = resolve_url(admin_url, "CHATSEC_ADMIN_DATABASE_URL")
-    target_dir = versions or versions_dir()
+    target_dir = versions or checkout_versions_dir()
+    if target_dir is None:
+        raise ChatsecError(
+            "chatsec is installed as a package: a revision never goes into it; pass "
+            "--versions DIR (the versions/ of your chatsec checkout)"
+        )
+    if not target_dir.is_dir():
+        raise ChatsecError(f"--versions {target_dir} is not a directory")
     heads = runner.script_directory().get_heads()
     if len(heads) != 1:
         raise ChatsecError(f"versions/ must have a single head, found {', '.join(heads)}")
@@ -131,7 +168,7 @@ def revision(
     if not changes:
         click.echo("policies/ matches head: no revision written")
         return
-    rev = next_revision_id(target_dir)
+    rev = next_revision_id(target_dir, heads[0])
     path = target_dir / f"{rev}_{slug(message)}.py"
     path.write_text(render_revision(rev, heads[0], message, changes, declared), encoding="utf-8")
     _print_changes(changes, show_sql=False)

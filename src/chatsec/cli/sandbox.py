@@ -22,7 +22,10 @@ def sandbox() -> None:
 @_dir_option
 @click.option("--archive", is_flag=True, help="Turn on WAL archiving into DIR/archive.")
 def start(directory: Path, archive: bool) -> None:
-    """Start the sandbox (create it on first use); harmless when it is already running."""
+    """Start the sandbox (create it on first use); harmless when it is already running.
+
+    A new sandbox needs a missing or empty directory: exit 2 for one holding other files.
+    """
     box = Sandbox(directory)
     box.start(archive=archive)
     state = box.status()
@@ -33,9 +36,12 @@ def start(directory: Path, archive: bool) -> None:
 @sandbox.command()
 @_dir_option
 def stop(directory: Path) -> None:
-    """Stop the sandbox's server; no process is left behind."""
-    Sandbox(directory).stop()
-    click.echo(f"sandbox at {directory.resolve()} stopped")
+    """Stop the sandbox's server; no process is left behind. Exit 2 where no sandbox is."""
+    box = Sandbox(directory)
+    was_running = box.status().running if box.exists() else False
+    box.stop()
+    state = "stopped" if was_running else "was not running"
+    click.echo(f"sandbox at {directory.resolve()} {state}")
 
 
 @sandbox.command()

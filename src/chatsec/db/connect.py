@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 import psycopg
 
@@ -28,17 +29,53 @@ def require_verified_tls(url: DatabaseURL, allow_insecure: bool = False) -> None
     )
 
 
-def describe_connect_error(url: DatabaseURL, exc: BaseException) -> str:
-    """One line naming the target and libpq's own reason, without the password."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # libpq repeats the attempt per address; its last line holds the real reason.
-    reason = lines[-1] if lines else type(exc).__name__
+# Shorter passwords are not masked in free text: libpq never prints a password, and a
+# short one would mask letters of ordinary words ("a" in "accepting").
+_MASK_MIN_CHARS = 8
+
+
+def mask_password(text: str, password: str | None) -> str:
+    """`text` with `password` masked where a URL or conninfo would carry it."""
+    if not password:
+        return text
+    for shown, masked in (
+        (f":{password}@", ":***@"),
+        (f":{quote(password, safe='')}@", ":***@"),
+        (f"password={password}", "password=***"),
+    ):
+        text = text.replace(shown, masked)
+    if len(password) >= _MASK_MIN_CHARS:
+        text = text.replace(password, "***")
+    return text
+
+
+def libpq_reason(exc: BaseException) -> str:
+    """libpq's whole reason for the last address it tried, on one line.
+
+    libpq reports each address it tried as `connection to server at ... failed: REASON`,
+    the reason sometimes over several lines ("server closed the connection unexpectedly /
+    This probably means ... / before or while processing the request."): all of the last
+    attempt's lines are kept, joined, without the FATAL:/ERROR: tag.
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    start = max(
+        (i for i, ln in enumerate(lines) if " failed: " in ln or ln.endswith(" failed:")), default=0
+    )
+    first = lines[start]
+    if " failed:" in first:
+        first = first.rsplit(" failed:", 1)[1].strip()
+    reason = " ".join(part for part in [first, *lines[start + 1 :]] if part)
     for prefix in ("connection failed:", "FATAL:", "ERROR:"):
         if reason.startswith(prefix):
             reason = reason[len(prefix) :].strip()
-    if url.password:
-        reason = reason.replace(url.password, "***")
+    return reason or type(exc).__name__
+
+
+def describe_connect_error(url: DatabaseURL, exc: BaseException) -> str:
+    """One line naming the target and libpq's own reason, without the password."""
+    reason = mask_password(libpq_reason(exc), url.password)
     return f"cannot connect to {url.target} as {url.user or '<default user>'}: {reason}"
 
 

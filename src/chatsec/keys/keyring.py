@@ -231,6 +231,19 @@ class Keyring:
             keyring.save()
         return keyring
 
+    @classmethod
+    def unseal_existing(cls, path: Path, passphrase: str) -> Keyring:
+        """Save the sealed keyring at `path` as plain JSON, mode 0600 (`chatsec keys unseal`)."""
+        keyring = cls(path, passphrase=passphrase)
+        with keyring.locked(command="keys unseal"):
+            document = _parse_json(_read_private(path), f"keyring {path}")
+            if not (isinstance(document, dict) and "sealed" in document):
+                raise ChatsecError(f"keyring {path} is not sealed: nothing to unseal")
+            keyring.reload()
+            keyring.unseal()
+            keyring.save()
+        return keyring
+
     @contextmanager
     def locked(self, wait_s: float | None = None, command: str = "keys") -> Iterator[None]:
         """Hold the keyring's file lock; every read-modify-write happens inside one.

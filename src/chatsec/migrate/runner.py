@@ -190,8 +190,17 @@ def _run(
 def deploy(
     url: DatabaseURL, to: str = "head", allow_insecure: bool = False, wait_s: float | None = None
 ) -> None:
-    """Upgrade the database to `to`, holding chatsec's lock on it (waiting up to `wait_s`)."""
+    """Upgrade the database to `to`, holding chatsec's lock on it (waiting up to `wait_s`).
+
+    Refused for a revision older than the database's: that is a rollback.
+    """
     with database_lock(url, "deploy", wait_s, allow_insecure):
+        here = status(url, allow_insecure).current
+        if position(to) < position_of(here):
+            raise ChatsecError(
+                f"{url.target} is at {', '.join(here)}, newer than {to}: deploy only goes up; "
+                f"chatsec rollback --to {to} goes down (and says what it would drop)"
+            )
         _run(url, "upgrade", to, allow_insecure)
 
 
@@ -208,7 +217,37 @@ def rollback(
     data would go, unless `accept_loss`.
     """
     with database_lock(url, "rollback", wait_s, allow_insecure):
+        here = status(url, allow_insecure).current
+        if position(to) >= position_of(here):
+            current = ", ".join(here) or "base"
+            if position(to) == position_of(here):
+                raise ChatsecError(f"{url.target} is at {current} already: nothing to roll back")
+            raise ChatsecError(
+                f"{url.target} is at {current}, older than {to}: rollback only goes down; "
+                f"chatsec deploy --to {to} goes up"
+            )
         return _run(url, "downgrade", to, allow_insecure, accept_loss)
+
+
+def offline_downgrade_sql(url: DatabaseURL, to: str) -> str:
+    """The SQL a rollback of `url`'s database to `to` would run, rendered, not run.
+
+    Reads the current revision (so the range is exact); refuses what rollback refuses.
+    """
+    here = status(url).current
+    if position(to) >= position_of(here):
+        raise ChatsecError(
+            f"{url.target} is at {', '.join(here) or 'base'}: a rollback to {to} would not go down"
+        )
+    buf = io.StringIO()
+    cfg = alembic_config(stdout=buf)
+    cfg.set_main_option("sqlalchemy.url", "postgresql+psycopg://")
+    cfg.output_buffer = buf
+    try:
+        command.downgrade(cfg, f"{','.join(here)}:{to}", sql=True)
+    except CommandError as exc:
+        raise ChatsecError(f"cannot render SQL: {exc}") from None
+    return buf.getvalue()
 
 
 def offline_sql(to: str = "head", from_rev: str | None = None) -> str:
@@ -238,6 +277,64 @@ class MigrationStatus:
 
 def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    revision: str
+    down_revision: str | None
+    message: str  # the first line of the revision's docstring
+    head: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "revision": self.revision,
+            "down_revision": self.down_revision,
+            "message": self.message,
+            "head": self.head,
+        }
+
+
+def history() -> list[HistoryEntry]:
+    """Every revision shipped, oldest first."""
+    scripts = script_directory()
+    heads = set(scripts.get_heads())
+    out = []
+    for script in reversed(list(scripts.walk_revisions())):
+        down = script.down_revision
+        out.append(
+            HistoryEntry(
+                script.revision,
+                down if isinstance(down, str) else None,
+                (script.doc or "").strip().splitlines()[0] if script.doc else "",
+                script.revision in heads,
+            )
+        )
+    return out
+
+
+def revisions() -> list[str]:
+    """Every revision id shipped, oldest first (the chain is linear)."""
+    return [script.revision for script in reversed(list(script_directory().walk_revisions()))]
+
+
+def position(target: str) -> int:
+    """Where `target` (a revision id, 'base' or 'head') is in the chain: base is -1."""
+    chain = revisions()
+    if target == "base":
+        return -1
+    if target in ("head", "heads"):
+        return len(chain) - 1
+    if target not in chain:
+        raise ChatsecError(
+            f"unknown revision {target!r}: expected base, head or one of {', '.join(chain)}"
+        )
+    return chain.index(target)
+
+
+def position_of(current: tuple[str, ...]) -> int:
+    """The position of the database's current revision (-1: nothing deployed)."""
+    return max((position(rev) for rev in current), default=-1)
 
 
 def status(url: DatabaseURL, allow_insecure: bool = False) -> MigrationStatus:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from chatsec.audit.api import audit
 from chatsec.db.connect import connect
@@ -26,6 +27,7 @@ from chatsec.keys import registry
 from chatsec.keys.keyring import Keyring
 from chatsec.migrate import runner
 from chatsec.ops.backup import RestoreReport, chat_row_counts, restore_dump, verify_dump
+from chatsec.ops.harden import close_large_objects
 from chatsec.ops.manifest import FileDigest, Manifest, ManifestError, check_dump, digest_of
 from chatsec.ops.manifest import read_verified as read_manifest
 from chatsec.policy.load import load_policies
@@ -36,6 +38,48 @@ _DECRYPT_ALL = (
 )
 ACCEPT_FLAG = "--accept-unsigned"
 Warn = Callable[[str], None]
+
+
+def create_target(admin: DatabaseURL, target: DatabaseURL) -> None:
+    """Create `target`'s database, empty and locked down, owned by `target`'s login.
+
+    As `admin` (a superuser, or CREATEDB and a member of the owner) on its `postgres`
+    database: CREATE DATABASE, then the database grants policies/ declare and nothing for
+    PUBLIC, then (a superuser only can) large objects closed to PUBLIC. What a restore
+    needs and a pg_dump does not carry. Refused when the database exists; dropped again
+    when a step after its creation fails.
+    """
+    name = target.database
+    if not name or not target.user:
+        raise ChatsecError("--database-url must name the target database and its login")
+    declared = load_policies().database or {}
+    with connect(admin.with_database("postgres"), autocommit=True,
+                 application_name="chatsec restore") as conn:  # fmt: skip
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,))
+        if exists.fetchone():
+            raise ChatsecError(
+                f"database {name} exists already: restore into it without --create "
+                "(it must be empty), or choose another name"
+            )
+        ident = sql.Identifier(name)
+        owner = sql.Identifier(target.user)
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(ident, owner))
+        try:
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
+            for role, privileges in sorted(declared.items()):
+                conn.execute(
+                    sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                        sql.SQL(", ").join(sql.SQL(p) for p in sorted(privileges)),
+                        ident,
+                        sql.Identifier(role),
+                    )
+                )
+            with connect(admin.with_database(name), autocommit=True,
+                         application_name="chatsec restore") as new:  # fmt: skip
+                close_large_objects(new)
+        except BaseException:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+            raise
 
 
 def restore(

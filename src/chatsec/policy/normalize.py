@@ -16,6 +16,25 @@ from chatsec.policy.model import PolicySpec, SecurityState
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
+_NOT_DEPLOYED = (
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.InvalidSchemaName,
+)
+
+
+def _fully_deployed(conn: Conn, declared: SecurityState) -> bool:
+    """Whether every declared table and function exists in the database."""
+    row = conn.execute(
+        "SELECT bool_and(pg_catalog.to_regclass(t) IS NOT NULL) "
+        "   AND (SELECT bool_and(pg_catalog.to_regprocedure(f) IS NOT NULL) "
+        "          FROM pg_catalog.unnest(%s::pg_catalog.text[]) f) "
+        "  FROM pg_catalog.unnest(%s::pg_catalog.text[]) t",
+        (sorted(declared.functions), sorted(declared.tables)),
+    ).fetchone()
+    return bool(row and row[0])
+
 
 def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[str, PolicySpec]]:
     """table -> policy name -> the declared policy with normalized USING / WITH CHECK."""
@@ -38,7 +57,9 @@ def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[st
             (schema, name),
         ).fetchall()
         if not columns:
-            raise ChatsecError(f"declared table {table} does not exist in the database")
+            # Not deployed (yet): the comparison reports the table missing, which is drift.
+            out[table] = {}
+            continue
         # Same name as the real table: deparsed column references are qualified by it.
         temp = sql.Identifier(name)
         coldefs = sql.SQL(", ").join(
@@ -57,6 +78,17 @@ def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[st
             try:
                 with conn.transaction():
                     conn.execute(stmt)
+            except _NOT_DEPLOYED as exc:
+                # It names a function, table or column this database does not have. In a
+                # database where something declared is missing (not deployed yet, or only
+                # partly), that is drift: compared as declared, it differs from whatever is
+                # live. Where everything declared exists, the policy itself is wrong.
+                if _fully_deployed(conn, declared):
+                    reason = (exc.diag.message_primary or str(exc)).strip()
+                    raise ChatsecError(
+                        f"declared policy {policy.name} on {table} does not compile: {reason}"
+                    ) from None
+                continue
             except psycopg.Error as exc:
                 reason = (exc.diag.message_primary or str(exc)).strip()
                 raise ChatsecError(
@@ -71,7 +103,8 @@ def normalize_policies(conn: Conn, declared: SecurityState) -> dict[str, dict[st
             """,
             (f"pg_temp.{name}",),
         ).fetchall()
-        normalized = {}
+        # Policies that did not compile here keep their declared text.
+        normalized = dict(spec.policies)
         for pname, using, check in rows:
             base = spec.policies[str(pname)]
             normalized[str(pname)] = PolicySpec(

@@ -104,8 +104,12 @@ def downgrade() -> None:
 '''
 
 
-def next_revision_id(versions: Path) -> str:
+def next_revision_id(versions: Path, head: str) -> str:
+    """The id after both the chain's head and every revision file in `versions`: an id is
+    never reused, and a new revision always continues the chain."""
     numbers = [int(m.group(1)) for p in versions.iterdir() if (m := _REV_FILE.match(p.name))]
+    if head.isdigit():
+        numbers.append(int(head))
     return f"{max(numbers, default=0) + 1:04d}"
 
 

@@ -222,6 +222,8 @@ class Sandbox:
                 self._bootstrap(state)
             return
 
+        if state is None:
+            self._refuse_foreign_directory()
         self._prepare_layout()
         if state is None:
             state = _State(
@@ -243,8 +245,26 @@ class Sandbox:
         if not state.bootstrapped:
             self._bootstrap(state)
 
+    def exists(self) -> bool:
+        """Whether a sandbox was ever created here (its secrets file or its data directory)."""
+        return self.secrets_file.is_file() or (self.data_dir / "PG_VERSION").is_file()
+
+    def _refuse_foreign_directory(self) -> None:
+        """A new sandbox goes into a missing or empty directory, never over someone's files."""
+        if self.exists() or not self.directory.exists():
+            return
+        if not self.directory.is_dir():
+            raise ChatsecError(f"{self.directory} is not a directory: choose another --dir")
+        if any(self.directory.iterdir()):
+            raise ChatsecError(
+                f"{self.directory} is not empty and holds no chatsec sandbox: nothing was "
+                "changed; choose a new or empty --dir"
+            )
+
     def stop(self) -> None:
         """Fast shutdown; returns once no server process for data/ remains."""
+        if not self.exists():
+            raise ChatsecError(f"no sandbox at {self.directory}: nothing to stop")
         if not self._running():
             return
         res = self._run_server_cmd(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from chatsec.db.connect import CONNECT_TIMEOUT_S
+from chatsec.db.connect import CONNECT_TIMEOUT_S, libpq_reason, mask_password
 from chatsec.db.url import DatabaseURL
 
 # libpq's wording when pg_hba.conf has no line for a non-TLS connection (or a reject line).
@@ -30,10 +30,7 @@ def try_plaintext(url: DatabaseURL) -> PlaintextAttempt:
                                application_name="chatsec plaintext probe")
     except psycopg.OperationalError as exc:
         text = str(exc).strip()
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        if url.password:
-            reason = reason.replace(url.password, "***")
+        reason = mask_password(libpq_reason(exc), url.password)
         low = text.lower()
         if any(marker in low for marker in _REFUSED):
             return PlaintextAttempt(False, reason)
