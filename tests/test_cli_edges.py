@@ -348,3 +348,24 @@ def test_help_and_completion_import_no_database_stack(argv: list[str]) -> None:
     assert "HEAVY []" in result.stdout, result.stdout
     if argv == ["chatsec"]:
         assert "plain,keys" in result.stdout
+
+
+def test_every_command_says_its_exit_codes_in_its_help() -> None:
+    import click
+
+    def commands(group: click.Group, path: list[str]) -> list[tuple[str, click.Command]]:
+        ctx = click.Context(group)
+        out = []
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            if isinstance(command, click.Group):
+                out += commands(command, [*path, name])
+            else:
+                out.append((" ".join([*path, name]), command))
+        return out
+
+    found = commands(cli, [])
+    assert len(found) > 30
+    missing = [name for name, command in found if "Exit" not in (command.help or "")]
+    assert missing == []

@@ -71,6 +71,8 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
     digest, size, revision and rows per chat table, HMAC-SHA256 under a key derived from
     the keyring's active key, which `chatsec restore` verifies before loading anything.
     Partial files an interrupted backup of the same name left behind are removed.
+
+    Exit 0 kept and verified, 2 refused or cannot run (no file kept), 130 interrupted (no file kept).
     """
     if keyring_path is None:
         raise ChatsecError(

@@ -138,6 +138,8 @@ def bench(
     inserts; a rotation of the whole table against a no-crypto rewrite of every row.
     Without URLs it uses (and starts) the sandbox in --dir. The database is dropped
     at the end unless --keep.
+
+    Exit 0 measured (whether or not targets are met: see the verdicts), 2 cannot run, 130 interrupted (the bench database is dropped unless --keep).
     """
     config = preset(quick, explain=explain, keep=keep, **sizes)
     config.check()

@@ -103,6 +103,8 @@ def doctor(database_url: str | None, fmt: str) -> None:
 
     Runs as the auditor login (pg_monitor, pg_read_all_settings; no superuser) and
     masks any statement text that touches the encryption settings.
+
+    Exit 0 report printed, 2 cannot run, 130 interrupted.
     """
     report = run_doctor(resolve_url(database_url, AUDIT_ENV))
     if fmt == "json":

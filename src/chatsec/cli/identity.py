@@ -63,6 +63,8 @@ def generate(keyring_path: Path | None, database_url: str | None, wait_s: float)
     """Add a new active identity key (keyring created 0600 if missing), registered first.
 
     The key it replaces keeps verifying until retired.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path, create=True)
     url = resolve_url(database_url)
@@ -80,7 +82,10 @@ def generate(keyring_path: Path | None, database_url: str | None, wait_s: float)
 @_wait_option
 def register(keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
     """Register the identity keyring's keys that are not retired (after a restore: a backup
-    holds no identity key, so a restored database verifies none until this)."""
+    holds no identity key, so a restored database verifies none until this).
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
+    """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     added = register_identity_keyring(keyring, url, wait_s)
@@ -95,6 +100,8 @@ def rotate(keyring_path: Path | None, database_url: str | None, wait_s: float) -
     """Replace the active identity key; keys older than the one replaced are retired.
 
     Two keys verify during the switch: the new one and the one it replaced.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -115,7 +122,10 @@ def rotate(keyring_path: Path | None, database_url: str | None, wait_s: float) -
 @database_url_option()
 @_wait_option
 def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
-    """Stop KEY_ID verifying: tokens signed with it give no identity. Not the active key."""
+    """Stop KEY_ID verifying: tokens signed with it give no identity. Not the active key.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
+    """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     retire_identity_key(keyring, url, key_id, wait_s)
@@ -126,7 +136,10 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wai
 @_identity_keyring_option
 @database_url_option()
 def status(keyring_path: Path | None, database_url: str | None) -> None:
-    """Each identity key: its status in the keyring and in the database."""
+    """Each identity key: its status in the keyring and in the database.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
+    """
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
     table = output.table("identity key id", "keyring", "database")

@@ -106,6 +106,8 @@ def generate(
     application reloading the keyring never gets a key the database refuses. Refused
     while a rotation is unfinished, and for a missing keyring when the database has
     keys already (see --new-keyring).
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path, create=True)
     url: DatabaseURL | None = None
@@ -125,7 +127,10 @@ def generate(
 @database_url_option()
 @_wait_option
 def register(keyring_path: Path | None, database_url: str | None, wait_s: float) -> None:
-    """Register every key of the keyring that is not retired (ids and verifiers only)."""
+    """Register every key of the keyring that is not retired (ids and verifiers only).
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
+    """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     added = register_keys(keyring, url, wait_s)
@@ -147,6 +152,8 @@ def status(keyring_path: Path | None, database_url: str | None, fmt: str) -> Non
     """Each key id: its status in the keyring, in the database, and how many rows use it.
 
     Without a keyring (--keyring or $CHATSEC_KEYRING) only the database's side is shown.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
@@ -231,6 +238,8 @@ def rotate_command(
     key (registered before it becomes active in the keyring). At the end the previous
     keys are drained: no transaction is handed them and none may write under them.
     Rows that cannot be decrypted are skipped and listed (exit 1).
+
+    Exit 0 every row re-encrypted, 1 rows skipped (listed), 2 cannot run, 130 interrupted (run it again: it resumes).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -319,6 +328,8 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wai
 
     Waits until every transaction open when the key was marked has ended, so a write
     already under way cannot leave a row under a retired key.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -337,6 +348,8 @@ def unretire(
     """Bring retired KEY_ID back as a previous key (readable again), while the keyring has it.
 
     For rows found under a key after it was retired, or to read an older backup on purpose.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -357,6 +370,8 @@ def purge(
 
     Only a retired key no message of this database uses. Every row under it in an
     older backup becomes unreadable, and nothing can bring the key back.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
@@ -377,6 +392,8 @@ def seal(keyring_path: Path | None) -> None:
 
     The passphrase must be strong (at least 12 characters, hard to guess); from then on
     every command needs it to open the keyring.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     path = resolve_keyring_path(str(keyring_path) if keyring_path else None)
     passphrase = passphrase_from_env()
@@ -393,6 +410,8 @@ def unseal(keyring_path: Path | None) -> None:
 
     For a keyring whose protection moves elsewhere (an encrypted volume, a secret
     store); anyone who can read the file then has the keys.
+
+    Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
     path = resolve_keyring_path(str(keyring_path) if keyring_path else None)
     passphrase = passphrase_from_env()

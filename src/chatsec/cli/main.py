@@ -69,7 +69,9 @@ class ChatsecGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl([(name, help_) for name, (_, help_) in sorted(LAZY_COMMANDS.items())])
+            formatter.write_dl(
+                [(name, help_) for name, (_, help_) in sorted(LAZY_COMMANDS.items())]
+            )
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

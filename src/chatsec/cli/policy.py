@@ -146,6 +146,8 @@ def revision(
 
     A scratch database is upgraded to the current head and compared with policies/;
     the differences' SQL (upgrade and downgrade) is written literally into the file.
+
+    Exit 0 written (or nothing to write), 2 cannot run, 130 interrupted (no file written).
     """
     declared = load_policies(policies)
     migrator = resolve_url(database_url)

@@ -25,6 +25,8 @@ def start(directory: Path, archive: bool) -> None:
     """Start the sandbox (create it on first use); harmless when it is already running.
 
     A new sandbox needs a missing or empty directory: exit 2 for one holding other files.
+
+    Exit 0 running, 2 cannot start (or refused), 130 interrupted.
     """
     box = Sandbox(directory)
     box.start(archive=archive)
@@ -36,7 +38,10 @@ def start(directory: Path, archive: bool) -> None:
 @sandbox.command()
 @_dir_option
 def stop(directory: Path) -> None:
-    """Stop the sandbox's server; no process is left behind. Exit 2 where no sandbox is."""
+    """Stop the sandbox's server; no process is left behind.
+
+    Exit 0 stopped (or was not running), 2 where no sandbox is.
+    """
     box = Sandbox(directory)
     was_running = box.status().running if box.exists() else False
     box.stop()
@@ -47,7 +52,10 @@ def stop(directory: Path) -> None:
 @sandbox.command()
 @_dir_option
 def status(directory: Path) -> None:
-    """Show whether the sandbox runs, its port and pid. Exit 1 when it is not running."""
+    """Show whether the sandbox runs, its port and pid.
+
+    Exit 0 running, 1 not running.
+    """
     state = Sandbox(directory).status()
     if state.running:
         click.echo(
@@ -62,7 +70,10 @@ def status(directory: Path) -> None:
 @sandbox.command()
 @_dir_option
 def env(directory: Path) -> None:
-    """Print `export` lines for the sandbox's URLs: eval "$(chatsec sandbox env)"."""
+    """Print `export` lines for the sandbox's URLs: eval "$(chatsec sandbox env)".
+
+    Exit 0, 2 when no sandbox runs there.
+    """
     click.echo(Sandbox(directory).env_lines())
 
 
@@ -75,7 +86,10 @@ def env(directory: Path) -> None:
     help="New directory for the base backup (plain format).",
 )
 def basebackup(directory: Path, output: Path) -> None:
-    """Take a base backup (pg_basebackup) of a sandbox started with --archive."""
+    """Take a base backup (pg_basebackup) of a sandbox started with --archive.
+
+    Exit 0 done, 2 cannot run, 130 interrupted.
+    """
     path = Sandbox(directory).base_backup(output)
     click.echo(f"base backup in {path}; WAL from then on is archived in {directory}/archive")
 
@@ -109,7 +123,10 @@ def basebackup(directory: Path, output: Path) -> None:
     help="Sandbox whose WAL archive, TLS files and passwords are used.",
 )
 def pitr(base: Path, target_time: str, directory: Path, source: Path) -> None:
-    """Point-in-time recovery: a new sandbox from BASE plus archived WAL, up to TS."""
+    """Point-in-time recovery: a new sandbox from BASE plus archived WAL, up to TS.
+
+    Exit 0 recovered, 2 cannot run, 130 interrupted.
+    """
     result = recover(base, target_time, directory, source)
     replayed = result.recovered_to.isoformat() if result.recovered_to else "no transaction"
     click.echo(
