@@ -150,8 +150,11 @@ def seed_session(conn: Conn, seed: int, salt: int) -> None:
     conn.execute("SELECT setseed(%s)", (value,))
 
 
-def _insert_messages(admin: DatabaseURL, scale: Scale, key: Key, lo: int, hi: int) -> None:
+def _insert_messages(
+    admin: DatabaseURL, scale: Scale, key: Key, lo: int, hi: int, opened: list[Conn]
+) -> None:
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
+        opened.append(conn)  # for the main thread to cancel on Ctrl-C
         set_session_keys(conn, key, [key])
         seed_session(conn, scale.seed, lo)
         conn.execute(
@@ -192,9 +195,18 @@ def generate(
     # The trigger's pgcrypto work is CPU-bound and one INSERT uses one core: split the
     # rows over `workers` connections (each chunk seeded by its first message number).
     jobs = _chunks(1, scale.messages, scale.workers)
+    opened: list[Conn] = []
     with ThreadPoolExecutor(max_workers=scale.workers) as pool:
-        for future in [pool.submit(_insert_messages, admin, scale, key, *job) for job in jobs]:
-            future.result()
+        futures = [pool.submit(_insert_messages, admin, scale, key, *job, opened) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches this thread only: cancel the workers' statements, or leaving
+            # the pool would wait minutes for their INSERTs to finish.
+            for conn in opened:
+                conn.cancel_safe(timeout=2.0)
+            raise
     say(f"{scale.messages} messages encrypted by the trigger")
     with connect(admin, autocommit=True, application_name="chatsec bench generate") as conn:
         seed_session(conn, scale.seed, -1)
