@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import click
 
+from chatsec.cli import output
 from chatsec.cli.options import keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
@@ -28,6 +29,13 @@ def _keyring(path: Path | None) -> Keyring | None:
 
 def _to_stderr(line: str) -> None:
     click.echo(f"chatsec: {line}", err=True)
+
+
+def busy(what: str) -> AbstractContextManager[object]:
+    """A spinner on stderr while `what` runs, on a terminal only (nothing on a pipe)."""
+    if not output.to_terminal(stderr=True):
+        return nullcontext()
+    return output.console(stderr=True).status(what)
 
 
 @contextmanager
@@ -81,7 +89,7 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
         )
     keyring = Keyring.load(keyring_path.expanduser(), passphrase_from_env())
     url = resolve_url(database_url, ADMIN_ENV)
-    with _interruptible("backup"):
+    with _interruptible("backup"), busy("backing up: pg_dump, then every row verified"):
         result = take_backup(url, output, keyring, notify=_to_stderr)
     scan, manifest = result.scan, result.manifest
     click.echo(
@@ -166,9 +174,12 @@ def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str
     if create:
         create_target(admin, target)
         click.echo(f"created database {target.database} owned by {target.user}, locked down")
-    with _interruptible(
-        "restore (a pg_restore that was running rolled back its single transaction; "
-        "if it had finished, the target holds an unproven restore: drop it and restore again)"
+    with (
+        busy("restoring: manifest, dump verified, pg_restore, then proven"),
+        _interruptible(
+            "restore (a pg_restore that was running rolled back its single transaction; "
+            "if it had finished, the target holds an unproven restore: drop it and restore again)"
+        ),
     ):
         report = run_restore(file, target, admin, auditor, app, keyring,
                              accept_unsigned=accept_unsigned, warn=_to_stderr,
