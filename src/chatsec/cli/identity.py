@@ -13,14 +13,7 @@ from chatsec.cli import output
 from chatsec.cli.options import database_url_option, lock_wait_option
 from chatsec.db.url import resolve_url
 from chatsec.errors import ChatsecError
-from chatsec.identity import IDENTITY_KEYRING_ENV
-from chatsec.identity.manage import (
-    generate_identity_key,
-    identity_status,
-    register_identity_keyring,
-    retire_identity_key,
-    rotate_identity_key,
-)
+from chatsec.identity.signer import IDENTITY_KEYRING_ENV
 from chatsec.keys.keyring import Keyring, passphrase_from_env
 
 _identity_keyring_option = click.option(
@@ -66,6 +59,8 @@ def generate(keyring_path: Path | None, database_url: str | None, wait_s: float)
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.identity.manage import generate_identity_key
+
     keyring = _load(keyring_path, create=True)
     url = resolve_url(database_url)
     key, replaced = generate_identity_key(keyring, url, wait_s)
@@ -86,6 +81,8 @@ def register(keyring_path: Path | None, database_url: str | None, wait_s: float)
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.identity.manage import register_identity_keyring
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     added = register_identity_keyring(keyring, url, wait_s)
@@ -103,6 +100,8 @@ def rotate(keyring_path: Path | None, database_url: str | None, wait_s: float) -
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.identity.manage import rotate_identity_key
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     result = rotate_identity_key(keyring, url, wait_s)
@@ -126,6 +125,8 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wai
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.identity.manage import retire_identity_key
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     retire_identity_key(keyring, url, key_id, wait_s)
@@ -140,6 +141,8 @@ def status(keyring_path: Path | None, database_url: str | None) -> None:
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.identity.manage import identity_status
+
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
     table = output.table("identity key id", "keyring", "database")

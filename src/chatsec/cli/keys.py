@@ -10,33 +10,17 @@ import os
 from pathlib import Path
 
 import click
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
 from chatsec.cli import output
 from chatsec.cli.identity import identity
 from chatsec.cli.options import database_url_option, keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
+from chatsec.defaults import DEFAULT_BATCH_SIZE
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import PASSPHRASE_ENV, Keyring, passphrase_from_env, resolve_keyring_path
-from chatsec.keys.manage import (
-    generate_key,
-    key_status,
-    last_rotation,
-    purge_key,
-    register_keys,
-    retire_key,
-    unretire_key,
-)
-from chatsec.keys.rotate import DEFAULT_BATCH_SIZE, rotate
+
+# The commands import chatsec.keys.manage / .rotate (the database driver) and rich's
+# progress bar when they run: listing or completing them stays instant.
 
 _keyring_option = keyring_option()
 _wait_option = lock_wait_option()
@@ -47,18 +31,6 @@ def _load(keyring_path: Path | None, create: bool = False) -> Keyring:
     if create:
         return Keyring.load_or_empty(path, passphrase_from_env())
     return Keyring.load(path, passphrase_from_env())
-
-
-class _RowsLeft(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        left = int(task.remaining or 0)
-        return Text(f"{left} left")
-
-
-class _RowsPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("- rows/s" if speed is None else f"{speed:,.0f} rows/s")
 
 
 # What a rotation says as it reaches each recorded phase (the long ones wait or lock).
@@ -109,6 +81,8 @@ def generate(
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import generate_key
+
     keyring = _load(keyring_path, create=True)
     url: DatabaseURL | None = None
     if not no_register and (database_url or os.environ.get("CHATSEC_DATABASE_URL")):
@@ -131,6 +105,8 @@ def register(keyring_path: Path | None, database_url: str | None, wait_s: float)
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import register_keys
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     added = register_keys(keyring, url, wait_s)
@@ -155,6 +131,8 @@ def status(keyring_path: Path | None, database_url: str | None, fmt: str) -> Non
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import key_status, last_rotation
+
     keyring = _load(keyring_path) if keyring_path else None
     url = resolve_url(database_url)
     if fmt == "json":
@@ -239,23 +217,18 @@ def rotate_command(
     keys are drained: no transaction is handed them and none may write under them.
     Rows that cannot be decrypted are skipped and listed (exit 1).
 
-    Exit 0 every row re-encrypted, 1 rows skipped (listed), 2 cannot run, 130 interrupted (run it again: it resumes).
+    Exit 0 every row re-encrypted, 1 rows skipped (listed), 2 cannot run, 130
+    interrupted (run it again: it resumes).
     """
+    from chatsec.cli.progress import rows_progress
+    from chatsec.keys.manage import last_rotation
+    from chatsec.keys.rotate import rotate
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     unfinished = last_rotation(url)
     resuming = unfinished is not None and not unfinished.finished
-    columns = (
-        TextColumn("re-encrypting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RowsLeft(),
-        _RowsPerSecond(),
-        TimeElapsedColumn(),
-    )
-    err = output.console(stderr=True)
-    # A progress bar on a terminal; on a pipe only the lines printed below.
-    with Progress(*columns, console=err, transient=False, disable=not err.is_terminal) as bar:
+    with rows_progress("re-encrypting") as bar:
         task = bar.add_task("rotate", total=None)
 
         def started(key_id: str, generated: bool, left: int) -> None:
@@ -331,6 +304,8 @@ def retire(key_id: str, keyring_path: Path | None, database_url: str | None, wai
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import retire_key
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     retire_key(keyring, url, key_id, wait_s)
@@ -351,6 +326,8 @@ def unretire(
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import unretire_key
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     unretire_key(keyring, url, key_id, wait_s)
@@ -373,6 +350,8 @@ def purge(
 
     Exit 0 done, 2 refused or cannot run (nothing changed), 130 interrupted (run it again).
     """
+    from chatsec.keys.manage import purge_key
+
     keyring = _load(keyring_path)
     url = resolve_url(database_url)
     if not yes:

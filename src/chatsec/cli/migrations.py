@@ -7,10 +7,10 @@ import json
 import click
 
 from chatsec.cli.options import database_url_option, lock_wait_option
-from chatsec.db.connect import connect
 from chatsec.db.url import resolve_url
-from chatsec.migrate import runner
-from chatsec.ops.harden import close_large_objects
+
+# Each command imports chatsec.migrate.runner (Alembic, SQLAlchemy, the driver) when it
+# runs: listing or completing the commands stays instant.
 
 
 @click.command()
@@ -30,6 +30,8 @@ def deploy(database_url: str | None, to: str, sql: bool, wait_s: float) -> None:
     Exit 0 deployed (or already there), 2 cannot run, 130 interrupted (nothing of the
     interrupted revision is kept: run it again).
     """
+    from chatsec.migrate import runner
+
     if sql:
         click.echo(runner.offline_sql(to), nl=False)
         return
@@ -69,6 +71,8 @@ def rollback(database_url: str | None, to: str, yes: bool, sql: bool, wait_s: fl
 
     Exit 0 rolled back, 2 refused or cannot run, 130 interrupted (nothing changed).
     """
+    from chatsec.migrate import runner
+
     url = resolve_url(database_url)
     if sql:
         click.echo(runner.offline_downgrade_sql(url, to), nl=False)
@@ -103,6 +107,8 @@ def status(database_url: str | None, fmt: str) -> None:
 
     Exit 0 up to date, 1 revisions pending, 2 cannot run.
     """
+    from chatsec.migrate import runner
+
     url = resolve_url(database_url)
     state = runner.status(url)
     if fmt == "json":
@@ -131,6 +137,8 @@ def current(database_url: str | None, fmt: str) -> None:
 
     Exit 0, 2 when it cannot run.
     """
+    from chatsec.migrate import runner
+
     url = resolve_url(database_url)
     revisions = list(runner.status(url).current)
     if fmt == "json":
@@ -146,6 +154,8 @@ def history(fmt: str) -> None:
 
     Exit 0.
     """
+    from chatsec.migrate import runner
+
     entries = runner.history()
     if fmt == "json":
         click.echo(json.dumps([entry.to_json() for entry in entries], indent=2))
@@ -166,6 +176,9 @@ def harden_database(database_url: str | None) -> None:
     bootstrap superuser owns them. Revision 0007 refuses to deploy until this is done.
     Idempotent. Exit 2 when the login is not a superuser.
     """
+    from chatsec.db.connect import connect
+    from chatsec.ops.harden import close_large_objects
+
     url = resolve_url(database_url, "CHATSEC_ADMIN_DATABASE_URL")
     with connect(url, autocommit=True, application_name="chatsec harden-database") as conn:
         revoked = close_large_objects(conn)

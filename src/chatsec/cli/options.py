@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import click
 
-from chatsec.db.lock import DEFAULT_WAIT_S
+from chatsec.defaults import DEFAULT_WAIT_S
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -7,20 +7,21 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from chatsec.cli.options import database_url_option
-from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
-from chatsec.migrate import runner
-from chatsec.ops.harden import close_large_objects
 from chatsec.paths import checkout_versions_dir
-from chatsec.policy.compare import MIGRATOR, Change, diff_live
-from chatsec.policy.load import load_policies
 from chatsec.policy.model import OWNER_ROLE
-from chatsec.policy.revision import next_revision_id, render_revision, slug
+
+if TYPE_CHECKING:
+    from chatsec.policy.compare import Change
+
+# The commands import the comparison, the driver and Alembic when they run: listing or
+# completing them stays instant.
 
 _policies_option = click.option(
     "--policies",
@@ -32,6 +33,8 @@ _policies_option = click.option(
 
 
 def _print_changes(changes: list[Change], show_sql: bool) -> None:
+    from chatsec.policy.compare import MIGRATOR
+
     for c in changes:
         colour = {"missing": "yellow", "extra": "red", "changed": "magenta"}[c.action]
         click.echo(click.style(f"{c.action:8}", fg=colour) + f" {c.kind:18} {c.object}: {c.detail}")
@@ -68,6 +71,10 @@ def plan(database_url: str | None, policies: Path | None, show_sql: bool, fmt: s
     Policy expressions are compared as PostgreSQL normalizes them, so formatting
     never shows as a difference. Exit 0 in sync, 1 when it differs, 2 when it cannot run.
     """
+    from chatsec.db.connect import connect
+    from chatsec.policy.compare import diff_live
+    from chatsec.policy.load import load_policies
+
     declared = load_policies(policies)
     url = resolve_url(database_url)
     with connect(url) as conn:
@@ -103,6 +110,9 @@ def plan(database_url: str | None, policies: Path | None, show_sql: bool, fmt: s
 @contextmanager
 def _scratch_database(admin: DatabaseURL, migrator: DatabaseURL) -> Iterator[DatabaseURL]:
     """A throwaway database owned by the migrator, dropped afterwards."""
+    from chatsec.db.connect import connect
+    from chatsec.ops.harden import close_large_objects
+
     name = f"chatsec_dev_{secrets.token_hex(4)}"
     with connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" OWNER "{migrator.user}"')
@@ -149,6 +159,12 @@ def revision(
 
     Exit 0 written (or nothing to write), 2 cannot run, 130 interrupted (no file written).
     """
+    from chatsec.db.connect import connect
+    from chatsec.migrate import runner
+    from chatsec.policy.compare import diff_live
+    from chatsec.policy.load import load_policies
+    from chatsec.policy.revision import next_revision_id, render_revision, slug
+
     declared = load_policies(policies)
     migrator = resolve_url(database_url)
     admin = resolve_url(admin_url, "CHATSEC_ADMIN_DATABASE_URL")

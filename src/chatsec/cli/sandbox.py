@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from chatsec.cli.options import DEFAULT_SANDBOX_DIR, sandbox_dir_option
-from chatsec.ops.pitr import recover
-from chatsec.sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from chatsec.sandbox import Sandbox
+
+
+def _sandbox(directory: Path) -> Sandbox:
+    # Imported when a command runs (it loads the database driver), not to list them.
+    from chatsec.sandbox import Sandbox
+
+    return Sandbox(directory)
 
 _dir_option = sandbox_dir_option("Where the cluster, its certificates and its passwords live.")
 
@@ -28,7 +37,7 @@ def start(directory: Path, archive: bool) -> None:
 
     Exit 0 running, 2 cannot start (or refused), 130 interrupted.
     """
-    box = Sandbox(directory)
+    box = _sandbox(directory)
     box.start(archive=archive)
     state = box.status()
     click.echo(f"sandbox running at {state.directory} (127.0.0.1:{state.port}, pid {state.pid})")
@@ -42,7 +51,7 @@ def stop(directory: Path) -> None:
 
     Exit 0 stopped (or was not running), 2 where no sandbox is.
     """
-    box = Sandbox(directory)
+    box = _sandbox(directory)
     was_running = box.status().running if box.exists() else False
     box.stop()
     state = "stopped" if was_running else "was not running"
@@ -56,7 +65,7 @@ def status(directory: Path) -> None:
 
     Exit 0 running, 1 not running.
     """
-    state = Sandbox(directory).status()
+    state = _sandbox(directory).status()
     if state.running:
         click.echo(
             f"running: 127.0.0.1:{state.port}, pid {state.pid}, dir {state.directory}"
@@ -74,7 +83,7 @@ def env(directory: Path) -> None:
 
     Exit 0, 2 when no sandbox runs there.
     """
-    click.echo(Sandbox(directory).env_lines())
+    click.echo(_sandbox(directory).env_lines())
 
 
 @sandbox.command()
@@ -90,7 +99,7 @@ def basebackup(directory: Path, output: Path) -> None:
 
     Exit 0 done, 2 cannot run, 130 interrupted.
     """
-    path = Sandbox(directory).base_backup(output)
+    path = _sandbox(directory).base_backup(output)
     click.echo(f"base backup in {path}; WAL from then on is archived in {directory}/archive")
 
 
@@ -127,6 +136,8 @@ def pitr(base: Path, target_time: str, directory: Path, source: Path) -> None:
 
     Exit 0 recovered, 2 cannot run, 130 interrupted.
     """
+    from chatsec.ops.pitr import recover
+
     result = recover(base, target_time, directory, source)
     replayed = result.recovered_to.isoformat() if result.recovered_to else "no transaction"
     click.echo(

@@ -1,6 +1,5 @@
-"""Connections to PostgreSQL: URL handling, TLS requirements and error translation."""
+"""Connections to PostgreSQL: URL handling, TLS requirements, locks and error translation.
 
-from chatsec.db.connect import connect, describe_connect_error
-from chatsec.db.url import DatabaseURL, resolve_url
-
-__all__ = ["DatabaseURL", "connect", "describe_connect_error", "resolve_url"]
+Import the modules themselves (chatsec.db.connect, .url, .lock): this package imports
+nothing, so what needs only a URL or a default does not load the driver.
+"""

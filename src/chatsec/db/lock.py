@@ -21,12 +21,12 @@ import psycopg
 
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
+from chatsec.defaults import DEFAULT_WAIT_S
 from chatsec.errors import ChatsecError
 
 # pg_advisory_lock(int4, int4): "chat" in ASCII, then 1 for "changes this database".
 LOCK_CLASS = 0x63686174
 LOCK_OBJECT = 1
-DEFAULT_WAIT_S = 30.0
 
 _HOLDER = """
 SELECT l.pid, a.application_name, a.usename, a.state_change

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from chatsec.db.lock import DEFAULT_WAIT_S
+from chatsec.defaults import DEFAULT_WAIT_S
 from chatsec.errors import ChatsecError
 from chatsec.files import fsync_dir
 from chatsec.keys.filelock import KeyringLock

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
+from chatsec.defaults import DEFAULT_BATCH_SIZE
 from chatsec.errors import ChatsecError
 from chatsec.keys import registry
 from chatsec.keys.keyring import Key, Keyring
@@ -30,7 +31,6 @@ from chatsec.keys.manage import (
     register_unlocked,
 )
 
-DEFAULT_BATCH_SIZE = 500
 # Passes over the table; more than a few means something keeps writing under an old key.
 MAX_PASSES = 10
 _FIRST_ID = "00000000-0000-0000-0000-000000000000"
