@@ -334,6 +334,13 @@ def test_every_command_is_listed_with_its_own_help_line() -> None:
         ("chatsec deploy --", "plain,--to"),
         ("chatsec plan --", "plain,--format"),
         ("chatsec status --", "plain,--format"),
+        ("chatsec audit --", "plain,--identity-keyring"),
+        ("chatsec backup --", "plain,--output"),
+        ("chatsec restore --", "plain,--create"),
+        ("chatsec bench --", "plain,--quick"),
+        ("chatsec demo --", "plain,--dir"),
+        ("chatsec doctor --", "plain,--format"),
+        ("chatsec ssl verify --", "plain,--min-days"),
     ],
 )
 def test_help_and_completion_import_no_database_stack(words: str | None, expected: str) -> None:
@@ -382,3 +389,47 @@ def test_every_command_says_its_exit_codes_in_its_help() -> None:
     assert len(found) > 30
     missing = [name for name, command in found if "Exit" not in (command.help or "")]
     assert missing == []
+
+
+def test_every_environment_variable_a_command_reads_is_in_its_help() -> None:
+    import click
+
+    def commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
+        ctx = click.Context(group)
+        out = []
+        for name in group.list_commands(ctx):
+            command = group.get_command(ctx, name)
+            assert command is not None
+            if isinstance(command, click.Group):
+                out += commands(command, [*path, name])
+            else:
+                out.append(([*path, name], command))
+        return out
+
+    missing = []
+    for path, _command in commands(cli, []):
+        text = _run([*path, "--help"]).output
+        needs = []
+        # ssl verify checks the server's TLS itself, whatever the URL's sslmode.
+        connects = path != ["ssl", "verify"]
+        if connects and ("--database-url" in text or "--app-url" in text or "--admin-url" in text):
+            needs.append("CHATSEC_ALLOW_INSECURE_TLS")
+        if "--keyring" in text or "--identity-keyring" in text:
+            needs.append("CHATSEC_KEYRING_PASSPHRASE")
+        if "--identity-keyring" in text:
+            needs.append("CHATSEC_IDENTITY_KEYRING")
+        missing += [f"{' '.join(path)}: {var}" for var in needs if var not in text]
+    assert missing == []
+
+
+def test_the_audit_text_report_on_a_pipe_is_plain_rows(deployed_db: ChatDB, tmp_path: Path) -> None:
+    env = {"CHATSEC_AUDIT_DATABASE_URL": deployed_db.auditor.libpq}
+    piped = _run(["audit", "--no-probe", "--check", "rls-enabled", "--check", "roles-match"], env)
+    assert piped.exit_code == 0, piped.output
+    assert not set("┏┃━│└─") & set(piped.output)
+    rows = [line.split() for line in piped.output.splitlines()]
+    assert next(r[:2] for r in rows if "rls-enabled" in r) == ["passed", "rls-enabled"]
+    # A file keeps the boxed report people read.
+    out = tmp_path / "report.txt"
+    filed = _run(["audit", "--no-probe", "--check", "rls-enabled", "--output", str(out)], env)
+    assert filed.exit_code == 0 and "│" in out.read_text()

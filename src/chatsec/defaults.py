@@ -4,3 +4,5 @@
 DEFAULT_WAIT_S = 30.0
 # Rows per transaction of `chatsec keys rotate`.
 DEFAULT_BATCH_SIZE = 500
+# `chatsec restore`'s flag that accepts a dump without a verifiable manifest.
+ACCEPT_UNSIGNED_FLAG = "--accept-unsigned"

@@ -25,26 +25,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from chatsec.bench.config import Scale
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.keys.keyring import Key, Keyring
 from chatsec.keys.registry import register
 
 Conn = psycopg.Connection[Any]
-
-
-@dataclass(frozen=True)
-class Scale:
-    users: int = 2_000
-    threads: int = 20_000
-    messages: int = 1_000_000
-    seed: int = 1
-    workers: int = 2
 
 
 # Share of the messages that go to the HOT_THREADS hottest threads.

@@ -8,11 +8,8 @@ from typing import cast
 
 import click
 
-from chatsec.audit.allowlist import build_allowlist, resolve_allowlist_file
-from chatsec.audit.api import audit as run
 from chatsec.audit.finding import Level
-from chatsec.audit.registry import all_checks
-from chatsec.audit.report import FORMATS, render
+from chatsec.audit.formats import FORMATS
 from chatsec.cli.options import database_url_option, keyring_option
 from chatsec.cli.output import to_terminal
 from chatsec.db.url import DatabaseURL, resolve_url
@@ -32,6 +29,8 @@ def write_output(text: str, output: Path | None) -> None:
 def _check_list(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from chatsec.audit.registry import all_checks
+
     for c in all_checks():
         click.echo(f"{c.id:28} {c.category:15} {c.level:8} {c.title}")
     ctx.exit(0)
@@ -140,6 +139,10 @@ def audit(
     Runs as the auditor login (catalog and settings only, no chat data). Exit 0
     when no finding reaches --fail-on, 1 when one does, 2 when the audit cannot run.
     """
+    from chatsec.audit.allowlist import build_allowlist, resolve_allowlist_file
+    from chatsec.audit.api import audit as run
+    from chatsec.audit.report import render
+
     url = resolve_url(database_url, "CHATSEC_AUDIT_DATABASE_URL")
     raw_app = app_url or os.environ.get("CHATSEC_APP_DATABASE_URL")
     app = DatabaseURL.parse(raw_app) if raw_app else None
@@ -158,8 +161,11 @@ def audit(
     )
     for notice in report.notices:
         click.echo(f"chatsec: warning: {notice}", err=True)
-    color = fmt == "text" and output is None and to_terminal() and not os.environ.get("NO_COLOR")
-    write_output(render(report, fmt, level, color=color), output)
+    terminal = output is None and to_terminal()
+    color = fmt == "text" and terminal and not os.environ.get("NO_COLOR")
+    # On a pipe the text report is plain aligned rows; a file (--output) keeps the boxes.
+    plain = fmt == "text" and output is None and not terminal
+    write_output(render(report, fmt, level, color=color, plain=plain), output)
     if output is not None and fmt != "text":
         from chatsec.audit.report.text import summary_line
 

@@ -6,19 +6,19 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from chatsec.cli import output
 from chatsec.cli.options import keyring_option, lock_wait_option
 from chatsec.db.url import DatabaseURL, resolve_url
+from chatsec.defaults import ACCEPT_UNSIGNED_FLAG as ACCEPT_FLAG
 from chatsec.errors import ChatsecError
 from chatsec.keys.keyring import Keyring, passphrase_from_env
-from chatsec.ops.backup import RestoreReport, retarget
-from chatsec.ops.backup import backup as take_backup
-from chatsec.ops.restore import ACCEPT_FLAG, create_target
-from chatsec.ops.restore import restore as run_restore
-from chatsec.sandbox.binaries import Terminated, sigterm_interrupts
+
+if TYPE_CHECKING:  # pg_dump/pg_restore's modules load when the command runs, not to list it
+    from chatsec.ops.backup import RestoreReport
 
 ADMIN_ENV = "CHATSEC_ADMIN_DATABASE_URL"
 
@@ -41,6 +41,8 @@ def busy(what: str) -> AbstractContextManager[object]:
 @contextmanager
 def _interruptible(what: str) -> Iterator[None]:
     """Ctrl-C or SIGTERM: the running tool is stopped, files cleaned up, one line, exit 2."""
+    from chatsec.sandbox.binaries import Terminated, sigterm_interrupts
+
     try:
         with sigterm_interrupts():
             yield
@@ -63,7 +65,8 @@ def _interruptible(what: str) -> Iterator[None]:
     "database_url",
     metavar="URL",
     default=None,
-    help=f"A superuser or BYPASSRLS login on the chat database (default: ${ADMIN_ENV}).",
+    help=f"A superuser or BYPASSRLS login on the chat database (default: ${ADMIN_ENV})."
+    " Needs sslmode=verify-full unless $CHATSEC_ALLOW_INSECURE_TLS=1.",
 )
 @keyring_option(
     "Keyring file (default: $CHATSEC_KEYRING). Required: every message must decrypt with "
@@ -90,6 +93,8 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
     keyring = Keyring.load(keyring_path.expanduser(), passphrase_from_env())
     url = resolve_url(database_url, ADMIN_ENV)
     with _interruptible("backup"), busy("backing up: pg_dump, then every row verified"):
+        from chatsec.ops.backup import backup as take_backup
+
         result = take_backup(url, output, keyring, notify=_to_stderr)
     scan, manifest = result.scan, result.manifest
     click.echo(
@@ -112,7 +117,8 @@ def backup(output: Path, database_url: str | None, keyring_path: Path | None) ->
     "database_url",
     metavar="URL",
     required=True,
-    help="The empty target database, as the migrator login (status and decryption).",
+    help="The empty target database, as the migrator login (status and decryption). Needs "
+    "sslmode=verify-full unless $CHATSEC_ALLOW_INSECURE_TLS=1.",
 )
 @click.option(
     "--admin-url",
@@ -165,6 +171,10 @@ def restore(file: Path, database_url: str, admin_url: str | None, audit_url: str
     failed check, every message decrypts with the keyring and the restored rows per
     table are the manifest's; 1 otherwise; 2 when nothing could be restored.
     """
+    from chatsec.ops.backup import retarget
+    from chatsec.ops.restore import create_target
+    from chatsec.ops.restore import restore as run_restore
+
     target = DatabaseURL.parse(database_url)
     admin = retarget(resolve_url(admin_url, ADMIN_ENV), target, "--admin-url")
     auditor = retarget(resolve_url(audit_url, "CHATSEC_AUDIT_DATABASE_URL"), target, "--audit-url")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
-from chatsec.bench.report import print_text, to_json
-from chatsec.bench.run import FULL, QUICK, preset, run_bench
-from chatsec.bench.target import Logins, sandbox_logins
+from chatsec.bench.config import FULL, QUICK, preset
+
+if TYPE_CHECKING:  # the benchmark and the driver load when the command runs
+    from chatsec.bench.target import Logins
 from chatsec.cli import output
 from chatsec.cli.options import DEFAULT_SANDBOX_DIR as DEFAULT_DIR
 from chatsec.db.url import DatabaseURL
@@ -19,6 +20,8 @@ from chatsec.errors import ChatsecError
 def _logins(
     directory: Path, migrator: str | None, app: str | None, admin: str | None, audit: str | None
 ) -> Logins:
+    from chatsec.bench.target import Logins, sandbox_logins
+
     given = [u for u in (migrator, app, admin) if u]
     if not given:
         return sandbox_logins(directory)
@@ -108,7 +111,13 @@ def _default(name: str) -> str:
     show_default=True,
     help="Sandbox directory (without URLs).",
 )
-@click.option("--database-url", metavar="URL", default=None, help="Migrator login (any database).")
+@click.option(
+    "--database-url",
+    metavar="URL",
+    default=None,
+    help="Migrator login (any database). Every URL needs sslmode=verify-full unless "
+    "$CHATSEC_ALLOW_INSECURE_TLS=1.",
+)
 @click.option("--app-url", metavar="URL", default=None, help="Application login (app_user).")
 @click.option(
     "--admin-url",
@@ -144,7 +153,10 @@ def bench(
     config = preset(quick, explain=explain, keep=keep, **sizes)
     config.check()
     logins = _logins(directory, database_url, app_url, admin_url, audit_url)
-    err = Console(stderr=True)
+    from chatsec.bench.report import print_text, to_json
+    from chatsec.bench.run import run_bench
+
+    err = output.console(stderr=True)
     with err.status("benchmark") as status:
 
         def say(line: str) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from chatsec.cli.options import sandbox_dir_option
-from chatsec.demo import run_demo
 
 
 @click.command()
@@ -17,6 +16,8 @@ def demo(directory: Path) -> None:
 
     Exits with the audit's code: 0 when every check passes, 1 when one fails.
     """
+    from chatsec.demo import run_demo
+
     raise SystemExit(run_demo(directory, click.echo))
 
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 
 from chatsec.cli import output
 from chatsec.cli.options import database_url_option
 from chatsec.db.url import resolve_url
-from chatsec.ops.doctor import Report, human_size, run_doctor
+
+if TYPE_CHECKING:  # the driver and rich load when the command runs, not to list it
+    from rich.console import Console
+
+    from chatsec.ops.doctor import Report
 
 AUDIT_ENV = "CHATSEC_AUDIT_DATABASE_URL"
 
@@ -20,6 +24,8 @@ def _opt(value: object) -> str:
 
 
 def render_text(report: Report, console: Console) -> None:
+    from chatsec.ops.doctor import human_size
+
     s = report.server
     console.print(
         f"[bold]{report.target}[/] PostgreSQL {s.version}, up since {s.started_at}, "
@@ -106,6 +112,8 @@ def doctor(database_url: str | None, fmt: str) -> None:
 
     Exit 0 report printed, 2 cannot run, 130 interrupted.
     """
+    from chatsec.ops.doctor import run_doctor
+
     report = run_doctor(resolve_url(database_url, AUDIT_ENV))
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -22,7 +22,8 @@ _identity_keyring_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     envvar=IDENTITY_KEYRING_ENV,
-    help=f"Identity keyring file (default: ${IDENTITY_KEYRING_ENV}).",
+    help=f"Identity keyring file (default: ${IDENTITY_KEYRING_ENV}); sealed, it opens with "
+    "$CHATSEC_KEYRING_PASSPHRASE.",
 )
 _wait_option = lock_wait_option()
 

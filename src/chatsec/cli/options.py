@@ -21,7 +21,9 @@ def database_url_option(
         "database_url",
         metavar="URL",
         default=None,
-        help=f"PostgreSQL URL of the {role} login (default: ${env_var}).",
+        help=f"PostgreSQL URL of the {role} login (default: ${env_var}). Needs "
+        "sslmode=verify-full unless $CHATSEC_ALLOW_INSECURE_TLS=1; a password left out of the "
+        "URL is read from $PGPASSFILE (~/.pgpass).",
     )
 
 
@@ -47,7 +49,7 @@ def keyring_option(help: str = "Keyring file (default: $CHATSEC_KEYRING).") -> C
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         envvar="CHATSEC_KEYRING",
-        help=help,
+        help=f"{help} A sealed keyring opens with $CHATSEC_KEYRING_PASSPHRASE.",
     )
 
 

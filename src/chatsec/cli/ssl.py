@@ -11,11 +11,8 @@ from typing import Any, cast
 import click
 
 from chatsec.audit.finding import Level
-from chatsec.audit.report.json import report_document
-from chatsec.audit.report.text import render_text
 from chatsec.cli.audit import write_output
 from chatsec.db.url import resolve_url
-from chatsec.tls.verify import verify_server
 
 
 def _nested(details: Mapping[str, Any], indent: int) -> str:
@@ -71,6 +68,10 @@ def verify(database_url: str | None, sslrootcert: Path | None, min_days: int, fm
     env = "CHATSEC_AUDIT_DATABASE_URL" if os.environ.get("CHATSEC_AUDIT_DATABASE_URL") else (
         "CHATSEC_DATABASE_URL")
     url = resolve_url(database_url, env)
+    from chatsec.audit.report.json import report_document
+    from chatsec.audit.report.text import render_text
+    from chatsec.tls.verify import verify_server
+
     level = cast(Level, fail_on)
     result = verify_server(url, sslrootcert, min_days)
     if fmt == "json":

@@ -22,6 +22,7 @@ from chatsec.audit.api import audit
 from chatsec.db.connect import connect
 from chatsec.db.lock import database_lock
 from chatsec.db.url import DatabaseURL
+from chatsec.defaults import ACCEPT_UNSIGNED_FLAG
 from chatsec.errors import ChatsecError
 from chatsec.keys import registry
 from chatsec.keys.keyring import Keyring
@@ -36,7 +37,7 @@ _DECRYPT_ALL = (
     "SELECT count(*), count(chat.decrypt_message(content, key_id, id, thread_id)) "
     "FROM chat.messages"
 )
-ACCEPT_FLAG = "--accept-unsigned"
+ACCEPT_FLAG = ACCEPT_UNSIGNED_FLAG
 Warn = Callable[[str], None]
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from chatsec.audit.finding import Level
+from chatsec.audit.formats import FORMATS
 from chatsec.audit.runner import AuditReport
 
-FORMATS = ("text", "json", "junit", "sarif", "html")
+__all__ = ["FORMATS", "render"]
 
 
-def render(report: AuditReport, fmt: str, fail_on: Level, color: bool = False) -> str:
+def render(
+    report: AuditReport, fmt: str, fail_on: Level, color: bool = False, plain: bool = False
+) -> str:
+    """`plain` (text only): aligned columns without box or wrapping, for a pipe."""
     if fmt == "text":
         from chatsec.audit.report.text import render_text
 
-        return render_text(report, fail_on, color=color)
+        return render_text(report, fail_on, color=color, plain=plain)
     if fmt == "json":
         from chatsec.audit.report.json import render_json
 

@@ -41,10 +41,26 @@ def _detail(finding: Finding) -> Text:
     return detail
 
 
-def render_text(report: AuditReport, fail_on: Level, color: bool = False, width: int = 120) -> str:
+# Wide enough that a plain report never wraps a row.
+_PLAIN_WIDTH = 100_000
+
+
+def render_text(
+    report: AuditReport,
+    fail_on: Level,
+    color: bool = False,
+    width: int = 120,
+    plain: bool = False,
+) -> str:
+    """Boxed tables `width` wide for people; `plain`: one line per row, columns aligned,
+    no box, nothing wrapped (for a pipe: grep and cut see whole names and details)."""
     buf = io.StringIO()
     console = Console(
-        file=buf, width=width, force_terminal=color, no_color=not color, highlight=False
+        file=buf,
+        width=_PLAIN_WIDTH if plain else width,
+        force_terminal=color,
+        no_color=not color,
+        highlight=False,
     )
     console.print(Text(f"chatsec audit of {report.target} as {report.user}"))
     extra = sorted({r.category for r in report.results} - set(CATEGORIES))  # e.g. ssl verify's
@@ -52,13 +68,19 @@ def render_text(report: AuditReport, fail_on: Level, color: bool = False, width:
         results = [r for r in report.results if r.category == category]
         if not results:
             continue
-        table = Table(title=category, title_justify="left", show_lines=False, expand=True)
-        table.add_column("status", no_wrap=True, width=10)
-        table.add_column("check", no_wrap=True)
-        table.add_column("level", no_wrap=True, width=7)
-        table.add_column("object", ratio=2, overflow="fold")
-        # fold: a long allowlist path must wrap, not be cut off
-        table.add_column("detail / remediation", ratio=4, overflow="fold")
+        if plain:
+            table = Table(title=category, title_justify="left", box=None, show_edge=False,
+                          pad_edge=False)  # fmt: skip
+            for name in ("status", "check", "level", "object", "detail / remediation"):
+                table.add_column(name, no_wrap=True)
+        else:
+            table = Table(title=category, title_justify="left", show_lines=False, expand=True)
+            table.add_column("status", no_wrap=True, width=10)
+            table.add_column("check", no_wrap=True)
+            table.add_column("level", no_wrap=True, width=7)
+            table.add_column("object", ratio=2, overflow="fold")
+            # fold: a long allowlist path must wrap, not be cut off
+            table.add_column("detail / remediation", ratio=4, overflow="fold")
         for r in results:
             status = Text(r.status, style=_STATUS_STYLE[r.status])
             if r.status == "skipped":
