@@ -15,6 +15,9 @@ from uuid import UUID
 
 import psycopg
 
+from chatsec.audit.check import Check, Skip
+from chatsec.audit.context import AuditContext
+from chatsec.audit.finding import Finding
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
 from chatsec.identity import Signer, mint
@@ -29,6 +32,31 @@ class ProbeOutcome:
     violations: list[tuple[str, str]] = field(default_factory=list)  # (object, detail)
     not_run: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+
+    def findings(self, check: Check) -> list[Finding]:
+        """The violations as `check`'s findings, plus an info finding per sub-probe not run;
+        a skip when sub-probes did not run and those that did found nothing."""
+        out = [check.finding(obj, detail) for obj, detail in self.violations]
+        if self.not_run and not out:
+            # Part of the guarantee was not exercised: "not verified", never "passed". A
+            # skip rather than a warning: the missing piece is an audit option, not a flaw
+            # of the database, and a skip is listed with its reason in every report format.
+            raise Skip(
+                f"not run: {'; '.join(self.not_run)} (the {len(self.checked)} "
+                f"other sub-probe(s) ran and found nothing: {', '.join(self.checked)})"
+            )
+        return out + [
+            check.finding("probe", f"not run: {what}", level="info") for what in self.not_run
+        ]
+
+
+def app_login(ctx: AuditContext) -> DatabaseURL:
+    """The application login the behavioural probes act as; a skip saying what is missing."""
+    if not ctx.probe.enabled:
+        raise Skip("probes disabled (--no-probe)")
+    if ctx.probe.app_url is None:
+        raise Skip("needs the application login: pass --app-url or set CHATSEC_APP_DATABASE_URL")
+    return ctx.probe.app_url
 
 
 def _denied(conn: Conn, statement: str, params: tuple[object, ...]) -> tuple[bool, str]:

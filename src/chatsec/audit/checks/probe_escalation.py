@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from chatsec.audit.check import Check, Skip
+from chatsec.audit.check import Check
 from chatsec.audit.context import AuditContext
 from chatsec.audit.finding import Finding
-from chatsec.audit.probe import run_escalation_probe
+from chatsec.audit.probe import app_login, run_escalation_probe
 
 _WHY = {
     "temporary objects": "a temporary object outlives the request on a pooled connection and "
@@ -15,11 +15,7 @@ _WHY = {
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    if not ctx.probe.enabled:
-        raise Skip("probes disabled (--no-probe)")
-    if ctx.probe.app_url is None:
-        raise Skip("needs the application login: pass --app-url or set CHATSEC_APP_DATABASE_URL")
-    outcome = run_escalation_probe(ctx.probe.app_url)
+    outcome = run_escalation_probe(app_login(ctx))
     return [
         CHECK.finding(
             obj,

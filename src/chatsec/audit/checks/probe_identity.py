@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from chatsec.audit.check import Check, Skip
+from chatsec.audit.check import Check
 from chatsec.audit.context import AuditContext
 from chatsec.audit.finding import Finding
-from chatsec.audit.probe import run_identity_probe
+from chatsec.audit.probe import app_login, run_identity_probe
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    if not ctx.probe.enabled:
-        raise Skip("probes disabled (--no-probe)")
-    if ctx.probe.app_url is None:
-        raise Skip("needs the application login: pass --app-url or set CHATSEC_APP_DATABASE_URL")
-    outcome = run_identity_probe(ctx.probe.app_url, ctx.probe.identity_keyring)
-    out = [CHECK.finding(obj, detail) for obj, detail in outcome.violations]
-    if outcome.not_run and not out:
-        raise Skip(
-            f"not run: {'; '.join(outcome.not_run)} (the {len(outcome.checked)} "
-            f"other sub-probe(s) ran and found nothing: {', '.join(outcome.checked)})"
-        )
-    out += [CHECK.finding("probe", f"not run: {what}", level="info") for what in outcome.not_run]
-    return out
+    return run_identity_probe(app_login(ctx), ctx.probe.identity_keyring).findings(CHECK)
 
 
 CHECK = Check(

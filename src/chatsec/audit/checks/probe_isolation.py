@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chatsec.audit.check import Check, Skip
+from chatsec.audit.check import Check
 from chatsec.audit.context import (
     ENCRYPT_FUNCTION,
     ENCRYPT_TRIGGER,
@@ -10,14 +10,11 @@ from chatsec.audit.context import (
     AuditContext,
 )
 from chatsec.audit.finding import Finding
-from chatsec.audit.probe import run_isolation_probe
+from chatsec.audit.probe import app_login, run_isolation_probe
 
 
 def _run(ctx: AuditContext) -> list[Finding]:
-    if not ctx.probe.enabled:
-        raise Skip("probes disabled (--no-probe)")
-    if ctx.probe.app_url is None:
-        raise Skip("needs the application login: pass --app-url or set CHATSEC_APP_DATABASE_URL")
+    app = app_login(ctx)
     trigger = bool(
         ctx.scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = "
@@ -26,20 +23,8 @@ def _run(ctx: AuditContext) -> list[Finding]:
             (MESSAGES_TABLE, ENCRYPT_TRIGGER, ENCRYPT_FUNCTION),
         )
     )
-    outcome = run_isolation_probe(
-        ctx.probe.app_url, trigger, ctx.probe.keyring, ctx.probe.identity_keyring
-    )
-    out = [CHECK.finding(obj, detail) for obj, detail in outcome.violations]
-    if outcome.not_run and not out:
-        # Part of the guarantee was not exercised: that is "not verified", never "passed".
-        # A skip rather than a warning: the missing piece is an audit option, not a flaw
-        # of the database, and a skip is listed with its reason in every report format.
-        raise Skip(
-            f"not run: {'; '.join(outcome.not_run)} (the {len(outcome.checked)} "
-            f"other sub-probe(s) ran and found nothing: {', '.join(outcome.checked)})"
-        )
-    out += [CHECK.finding("probe", f"not run: {what}", level="info") for what in outcome.not_run]
-    return out
+    outcome = run_isolation_probe(app, trigger, ctx.probe.keyring, ctx.probe.identity_keyring)
+    return outcome.findings(CHECK)
 
 
 CHECK = Check(
