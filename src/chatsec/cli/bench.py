@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the benchmark and the driver load when the command runs
     from chatsec.bench.target import Logins
 from chatsec.cli import output
 from chatsec.cli.options import DEFAULT_SANDBOX_DIR as DEFAULT_DIR
+from chatsec.cli.options import format_option
 from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 
@@ -94,9 +95,7 @@ def _default(name: str) -> str:
     default=None,
     help=f"Rows per rotation batch, floor alike ({_default('rotate_batch')}).",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("json: the whole report, every figure and per-user run, on stdout.")
 @click.option(
     "--explain",
     is_flag=True,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from chatsec.cli import output
-from chatsec.cli.options import database_url_option
+from chatsec.cli.options import database_url_option, format_option
 from chatsec.db.url import resolve_url
 
 if TYPE_CHECKING:  # the driver and rich load when the command runs, not to list it
@@ -101,9 +101,7 @@ def render_text(report: Report, console: Console) -> None:
 
 @click.command()
 @database_url_option(AUDIT_ENV, "auditor")
-@click.option(
-    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+@format_option("json: the stable schema documented in docs/operations.md.")
 def doctor(database_url: str | None, fmt: str) -> None:
     """Health and statistics: connections, locks, top statements, index and table statistics.
 

@@ -13,7 +13,12 @@ import click
 
 from chatsec.cli import output
 from chatsec.cli.identity import identity
-from chatsec.cli.options import database_url_option, keyring_option, lock_wait_option
+from chatsec.cli.options import (
+    database_url_option,
+    format_option,
+    keyring_option,
+    lock_wait_option,
+)
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.defaults import DEFAULT_BATCH_SIZE
 from chatsec.errors import ChatsecError
@@ -116,14 +121,7 @@ def register(keyring_path: Path | None, database_url: str | None, wait_s: float)
 @keys.command()
 @_keyring_option
 @database_url_option()
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one stable document on stdout.",
-)
+@format_option()
 def status(keyring_path: Path | None, database_url: str | None, fmt: str) -> None:
     """Each key id: its status in the keyring, in the database, and how many rows use it.
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from chatsec.cli.options import database_url_option, lock_wait_option
+from chatsec.cli.options import database_url_option, format_option, lock_wait_option
 from chatsec.db.url import resolve_url
 
 # Each command imports chatsec.migrate.runner (Alembic, SQLAlchemy, the driver) when it
@@ -89,14 +89,7 @@ def rollback(database_url: str | None, to: str, yes: bool, sql: bool, wait_s: fl
     click.echo(f"rolled back {url.target} to {','.join(after.current) or 'base'}")
 
 
-_format_option = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one stable JSON document on stdout.",
-)
+_format_option = format_option()
 
 
 @click.command()

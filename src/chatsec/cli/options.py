@@ -65,3 +65,15 @@ def lock_wait_option() -> Callable[[F], F]:
         help="How long to wait while another chatsec command holds the database's (or the "
         "keyring's) lock; then exit 2 naming it. 0: do not wait.",
     )
+
+
+def format_option(help: str = "json: one stable document on stdout.") -> Callable[[F], F]:
+    """--format text|json, passed as `fmt` (default text)."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help=help,
+    )

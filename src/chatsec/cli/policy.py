@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chatsec.cli.options import database_url_option
+from chatsec.cli.options import database_url_option, format_option
 from chatsec.db.url import DatabaseURL, resolve_url
 from chatsec.errors import ChatsecError
 from chatsec.paths import checkout_versions_dir
@@ -57,14 +57,7 @@ def _print_changes(changes: list[Change], show_sql: bool) -> None:
     show_default=True,
     help="Show the SQL that would bring the database to the declaration.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one stable document (every difference with its SQL) on stdout.",
-)
+@format_option("json: one stable document (every difference with its SQL) on stdout.")
 def plan(database_url: str | None, policies: Path | None, show_sql: bool, fmt: str) -> None:
     """Compare policies/ with the live database and print every difference.
 
