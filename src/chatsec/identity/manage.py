@@ -23,7 +23,7 @@ from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
 from chatsec.keys import registry
 from chatsec.keys.keyring import Key, Keyring
-from chatsec.keys.manage import changing
+from chatsec.keys.manage import changing, pending_key
 
 IDENTITY_ROLE = "chat_identity"
 
@@ -80,17 +80,10 @@ def register_identity_keys(keyring: Keyring, url: DatabaseURL) -> list[str]:
     return added
 
 
-def _pending(keyring: Keyring) -> Key | None:
-    # A killed generate saved its key as previous and never activated it: the last key.
-    if keyring.keys and keyring.keys[-1].status == "previous":
-        return keyring.keys[-1]
-    return None
-
-
 def _introduce(keyring: Keyring, url: DatabaseURL) -> tuple[Key, Key | None]:
     """(the new active key, the key it replaced); the caller holds changing()."""
     replaced = next((k for k in keyring.keys if k.status == "active"), None)
-    key = _pending(keyring)
+    key = pending_key(keyring)
     if key is None:
         key = keyring.generate(activate=False)
         keyring.save()
@@ -137,13 +130,12 @@ def _retire(keyring: Keyring, url: DatabaseURL, key_id: str) -> None:
             f"identity key {key_id} is the active key of {keyring.path}: the application "
             "signs with it; chatsec keys identity rotate replaces it"
         )
-    if key.status == "retired":
-        _retire_in_database(url, key_id)  # a retire killed after the file was saved
-        return
     # The database first: from its commit on, tokens signed with the key verify no more.
+    # Already retired in the file: a retire killed after saving it, finished here.
     _retire_in_database(url, key_id)
-    keyring.retire(key_id)
-    keyring.save()
+    if key.status != "retired":
+        keyring.retire(key_id)
+        keyring.save()
 
 
 def retire_identity_key(

@@ -79,7 +79,7 @@ def _unfinished_rotation(url: DatabaseURL) -> registry.Rotation | None:
     return current if current is not None and not current.finished else None
 
 
-def _pending_key(keyring: Keyring) -> Key | None:
+def pending_key(keyring: Keyring) -> Key | None:
     """The key a killed generate or rotate saved but never activated: reuse it.
 
     Keys are appended and a new key is activated only once registered, so it is the
@@ -107,7 +107,7 @@ def introduce_key(
     registers it. The caller holds `changing()`. `on_phase` hears "key-saved" and
     "key-registered" as each step is done.
     """
-    key = _pending_key(keyring)
+    key = pending_key(keyring)
     if key is None:
         key = keyring.generate(activate=False)
         # Saved first: a key must never encrypt a row before it is safely on disk.

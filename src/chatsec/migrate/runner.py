@@ -239,26 +239,21 @@ def offline_downgrade_sql(url: DatabaseURL, to: str) -> str:
         raise ChatsecError(
             f"{url.target} is at {', '.join(here) or 'base'}: a rollback to {to} would not go down"
         )
-    buf = io.StringIO()
-    cfg = alembic_config(stdout=buf)
-    cfg.set_main_option("sqlalchemy.url", "postgresql+psycopg://")
-    cfg.output_buffer = buf
-    try:
-        command.downgrade(cfg, f"{','.join(here)}:{to}", sql=True)
-    except CommandError as exc:
-        raise ChatsecError(f"cannot render SQL: {exc}") from None
-    return buf.getvalue()
+    return _render_offline("downgrade", f"{','.join(here)}:{to}")
 
 
 def offline_sql(to: str = "head", from_rev: str | None = None) -> str:
     """The SQL an upgrade would run, rendered without connecting (Alembic offline mode)."""
+    return _render_offline("upgrade", f"{from_rev}:{to}" if from_rev else to)
+
+
+def _render_offline(fn: str, target: str) -> str:
     buf = io.StringIO()
     cfg = alembic_config(stdout=buf)
     cfg.set_main_option("sqlalchemy.url", "postgresql+psycopg://")
     cfg.output_buffer = buf
-    target = f"{from_rev}:{to}" if from_rev else to
     try:
-        command.upgrade(cfg, target, sql=True)
+        getattr(command, fn)(cfg, target, sql=True)
     except CommandError as exc:
         raise ChatsecError(f"cannot render SQL: {exc}") from None
     return buf.getvalue()
