@@ -124,6 +124,14 @@ def register_identity(url: DatabaseURL) -> None:
     register_identity_keys(Keyring.load(Path(path)), url)
 
 
+def deployed_chat(box: Sandbox) -> ChatDB:
+    """`box`'s own `chat` database, deployed to head with the session's identity key."""
+    url = DatabaseURL.parse(box.url_for("migrator"))
+    runner.deploy(url)
+    register_identity(url)
+    return ChatDB("chat", box)
+
+
 @pytest.fixture(scope="session")
 def head_template(sandbox: Sandbox, identity_keyring: Keyring) -> str:
     """A database deployed to head once, copied by `deployed_db` (CREATE DATABASE ... TEMPLATE)."""

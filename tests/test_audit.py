@@ -11,9 +11,7 @@ import pytest
 
 from chatsec.audit.api import audit
 from chatsec.audit.registry import all_checks, select_checks
-from chatsec.db.url import DatabaseURL
 from chatsec.errors import ChatsecError
-from chatsec.migrate import runner
 from chatsec.paths import policies_dir
 from chatsec.sandbox import Sandbox
 from tests.audit_support import (
@@ -24,7 +22,7 @@ from tests.audit_support import (
     run_audit,
     write_server_file,
 )
-from tests.conftest import ChatDB, register_identity, scratch_sandbox
+from tests.conftest import ChatDB, deployed_chat, scratch_sandbox
 
 
 def _admin(db: Any) -> Any:
@@ -345,9 +343,7 @@ def scratch() -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="module")
 def scratch_db(scratch: Sandbox) -> ChatDB:
-    runner.deploy(DatabaseURL.parse(scratch.url_for("migrator")))
-    register_identity(DatabaseURL.parse(scratch.url_for("migrator")))
-    return ChatDB("chat", scratch)
+    return deployed_chat(scratch)
 
 
 _LOOSE_HBA = """\

@@ -20,7 +20,6 @@ from chatsec.audit.checks import pgaudit as pgaudit_check
 from chatsec.audit.finding import Level
 from chatsec.audit.runner import AuditReport
 from chatsec.db.url import DatabaseURL
-from chatsec.migrate import runner
 from chatsec.sandbox import Sandbox
 from tests.audit_support import (
     encryption_deployed,
@@ -30,7 +29,7 @@ from tests.audit_support import (
     run_audit,
     write_server_file,
 )
-from tests.conftest import ChatDB, register_identity, scratch_sandbox
+from tests.conftest import ChatDB, deployed_chat, scratch_sandbox
 
 NEW_CHECKS = (
     "create-privileges",
@@ -381,9 +380,7 @@ def scratch() -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="module")
 def scratch_db(scratch: Sandbox) -> ChatDB:
-    runner.deploy(DatabaseURL.parse(scratch.url_for("migrator")))
-    register_identity(DatabaseURL.parse(scratch.url_for("migrator")))
-    return ChatDB("chat", scratch)
+    return deployed_chat(scratch)
 
 
 def _setting_is(box: Sandbox, name: str, value: str) -> bool:

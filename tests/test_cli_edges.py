@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -34,6 +35,20 @@ def _one_error_line(result: Result) -> str:
     assert len(lines) == 1, result.output
     assert lines[0].startswith("chatsec: error: ")
     return lines[0]
+
+
+def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
+    """Every command under `group` with its path of names (groups walked, not listed)."""
+    ctx = click.Context(group)
+    out = []
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            out += _commands(command, [*path, name])
+        else:
+            out.append(([*path, name], command))
+    return out
 
 
 # --- errors: whole, readable, password-free --------------------------------------------
@@ -312,8 +327,6 @@ def test_a_url_without_password_reads_it_from_the_password_file(
 
 
 def test_every_command_is_listed_with_its_own_help_line() -> None:
-    import click
-
     from chatsec.cli.main import LAZY_COMMANDS
 
     ctx = click.Context(cli)
@@ -371,43 +384,15 @@ def test_help_and_completion_import_no_database_stack(words: str | None, expecte
 
 
 def test_every_command_says_its_exit_codes_in_its_help() -> None:
-    import click
-
-    def commands(group: click.Group, path: list[str]) -> list[tuple[str, click.Command]]:
-        ctx = click.Context(group)
-        out = []
-        for name in group.list_commands(ctx):
-            command = group.get_command(ctx, name)
-            assert command is not None
-            if isinstance(command, click.Group):
-                out += commands(command, [*path, name])
-            else:
-                out.append((" ".join([*path, name]), command))
-        return out
-
-    found = commands(cli, [])
+    found = _commands(cli, [])
     assert len(found) > 30
-    missing = [name for name, command in found if "Exit" not in (command.help or "")]
+    missing = [" ".join(path) for path, command in found if "Exit" not in (command.help or "")]
     assert missing == []
 
 
 def test_every_environment_variable_a_command_reads_is_in_its_help() -> None:
-    import click
-
-    def commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
-        ctx = click.Context(group)
-        out = []
-        for name in group.list_commands(ctx):
-            command = group.get_command(ctx, name)
-            assert command is not None
-            if isinstance(command, click.Group):
-                out += commands(command, [*path, name])
-            else:
-                out.append(([*path, name], command))
-        return out
-
     missing = []
-    for path, _command in commands(cli, []):
+    for path, _command in _commands(cli, []):
         text = _run([*path, "--help"]).output
         needs = []
         # ssl verify checks the server's TLS itself, whatever the URL's sslmode.

@@ -34,13 +34,12 @@ from chatsec.audit.tls_probe import (
 from chatsec.cli.main import cli
 from chatsec.db.connect import connect
 from chatsec.db.url import DatabaseURL
-from chatsec.migrate import runner
 from chatsec.policy.load import load_policies
 from chatsec.sandbox import Sandbox
 from chatsec.tls.certs import make_ca
 from chatsec.tls.verify import verify_server
 from tests.audit_support import result
-from tests.conftest import register_identity, scratch_sandbox
+from tests.conftest import deployed_chat, scratch_sandbox
 
 SAFE_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 AUDIT_CHECKS = ["tls-cipher-suites", "tls-cipher-settings"]
@@ -53,8 +52,7 @@ def box() -> Iterator[Sandbox]:
     sandboxes = scratch_sandbox("chatsec-tlsprobe-")
     sandbox = next(sandboxes)
     try:
-        runner.deploy(DatabaseURL.parse(sandbox.url_for("migrator")))
-        register_identity(DatabaseURL.parse(sandbox.url_for("migrator")))
+        deployed_chat(sandbox)
         yield sandbox
     finally:
         sandboxes.close()  # stops the server and removes its directory
